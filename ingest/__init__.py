@@ -1,0 +1,1 @@
+"""The gateway side: read columns, wire format, publisher, city simulator and replay."""

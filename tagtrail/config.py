@@ -1,0 +1,72 @@
+"""The one settings object: every `TAGTRAIL_*` environment variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tagtrail.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Process settings, frozen once built. Units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGTRAIL_", frozen=True, extra="ignore")
+
+    data_dir: Path = Path("./data")
+    # ClickHouse server DSN; empty means the embedded chdb store in data_dir/clickhouse.
+    clickhouse: str = ""
+    # Kafka bootstrap servers; empty means: start (or find) the local broker.
+    kafka: str = ""
+    kafka_cache_dir: Path = Path.home() / ".cache" / "tagtrail" / "kafka"
+    kafka_heap_mb: int = Field(default=512, ge=128, le=16384)
+    kafka_start_timeout_s: float = Field(default=60.0, gt=0)
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    topic_reads: str = "tag-reads"
+    topic_dead_letter: str = "tag-reads-dlq"
+    topic_late: str = "tag-reads-late"
+    topic_sightings: str = "sightings"
+    topic_hotlist: str = "hotlist"
+    topic_alerts: str = "alerts"
+    consumer_group: str = "tagtrail-worker"
+
+    gap_ms: int = Field(default=30_000, gt=0)
+    max_lateness_ms: int = Field(default=48 * 3600 * 1000, gt=0)
+    sink_batch_max_rows: int = Field(default=200_000, gt=0)
+    sink_flush_interval_s: float = Field(default=0.5, gt=0)
+    sightings_ttl_days: int = Field(default=180, ge=1)
+    back_search_window_h: int = Field(default=72, ge=1)
+    cluster: str = ""
+
+    @field_validator("clickhouse")
+    @classmethod
+    def _check_dsn(cls, v: str) -> str:
+        if v and urlparse(v).scheme not in ("clickhouse", "clickhouses"):
+            raise ValueError("must look like clickhouse://user:pass@host:9000/db")
+        return v
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a bad value raises ConfigError naming it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = "TAGTRAIL_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"{name}: {first['msg']}") from None
