@@ -1,4 +1,4 @@
-"""The one settings object: every `TAGTRAIL_*` environment variable is read here and nowhere else."""
+"""The one settings object: every `TAGTRAIL_*` environment variable is read here, nowhere else."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     clickhouse: str = ""
     # Kafka bootstrap servers; empty means: start (or find) the local broker.
     kafka: str = ""
+    kafka_port: int = Field(default=0, ge=0, le=65535)  # local broker; 0 picks a free port
     kafka_cache_dir: Path = Path.home() / ".cache" / "tagtrail" / "kafka"
     kafka_heap_mb: int = Field(default=512, ge=128, le=16384)
     kafka_start_timeout_s: float = Field(default=60.0, gt=0)
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
     topic_reads: str = "tag-reads"
+    topic_readers: str = "readers"
     topic_dead_letter: str = "tag-reads-dlq"
     topic_late: str = "tag-reads-late"
     topic_sightings: str = "sightings"
@@ -38,11 +40,13 @@ class Settings(BaseSettings):
     topic_alerts: str = "alerts"
     consumer_group: str = "tagtrail-worker"
 
+    max_clock_skew_ms: int = Field(default=600_000, gt=0)  # reads further in the future are invalid
     gap_ms: int = Field(default=30_000, gt=0)
     max_lateness_ms: int = Field(default=48 * 3600 * 1000, gt=0)
     sink_batch_max_rows: int = Field(default=200_000, gt=0)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     sightings_ttl_days: int = Field(default=180, ge=1)
+    raw_reads_ttl_days: int = Field(default=7, ge=1)
     back_search_window_h: int = Field(default=72, ge=1)
     cluster: str = ""
 

@@ -1,4 +1,4 @@
-"""Session fixtures: the real local Kafka broker and fresh embedded stores, on random ports and folders."""
+"""Session fixtures: the real local Kafka broker and fresh data folders, on random ports."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ SHARED = REPO.parent / "shared"
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A real Kafka 4 broker for the whole session; killed at teardown even when tests fail."""
     settings = load_settings()
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), settings.kafka_cache_dir,
-                        heap_mb=512, partitions=4)
+    broker = LocalKafka(
+        tmp_path_factory.mktemp("kafka"), settings.kafka_cache_dir, heap_mb=512, partitions=4
+    )
     broker.start()
     try:
         yield broker
@@ -36,7 +37,7 @@ def kafka_bootstrap(kafka_broker: LocalKafka) -> str:
 
 @pytest.fixture
 def unique_name() -> Callable[[str], str]:
-    """Topic/group names unique to a test, so tests sharing the broker never see each other's data."""
+    """Topic/group names unique to a test: tests sharing the broker never see each other's data."""
 
     def make(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -45,8 +46,9 @@ def unique_name() -> Callable[[str], str]:
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path, kafka_bootstrap: str,
-                     unique_name: Callable[[str], str]) -> Callable[..., Settings]:
+def settings_factory(
+    tmp_path: Path, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> Callable[..., Settings]:
     """Settings for one test: fresh data folder, the session broker, topics unique to the test."""
 
     def make(**overrides: object) -> Settings:
@@ -55,6 +57,7 @@ def settings_factory(tmp_path: Path, kafka_bootstrap: str,
             "kafka": kafka_bootstrap,
             "api_port": 0,
             "topic_reads": unique_name("reads"),
+            "topic_readers": unique_name("readers"),
             "topic_dead_letter": unique_name("dlq"),
             "topic_late": unique_name("late"),
             "topic_sightings": unique_name("sightings"),

@@ -1,8 +1,8 @@
-"""A real single-node Kafka 4.x (KRaft broker+controller) on 127.0.0.1, run from Maven Central jars.
+"""A real single-node Kafka 4.x (KRaft broker+controller) on 127.0.0.1, from Maven Central jars.
 
-Used by `tagtrail up`, the benchmarks and the test fixtures. The jars are fetched once into a cache
-folder with Maven; each broker gets its own work folder, free ports and a process group so that it can
-be stopped cleanly or killed for sure.
+Used by `tagtrail up`, the benchmarks and the test fixtures. The jars are fetched once into a
+cache folder with Maven; each broker gets its own work folder, free ports and a process group so
+that it can be stopped cleanly or killed for sure.
 """
 
 from __future__ import annotations
@@ -64,14 +64,24 @@ def ensure_jars(cache_dir: Path) -> Path:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise KafkaStartError(f"cannot create Kafka cache folder {cache_dir}: {e.strerror}") from None
+        raise KafkaStartError(
+            f"cannot create Kafka cache folder {cache_dir}: {e.strerror}"
+        ) from None
     # Several processes (parallel tests, `up` and a benchmark) may race to fetch: one does it.
     with open(cache_dir / ".fetch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
             return jars
-        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-               f"-DoutputDirectory={jars}", "-DincludeScope=runtime"]
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={jars}",
+            "-DincludeScope=runtime",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
@@ -81,39 +91,49 @@ def ensure_jars(cache_dir: Path) -> Path:
 
 
 def _properties(work: Path, port: int, controller_port: int, partitions: int) -> str:
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={work / 'logs'}",
-        f"num.partitions={partitions}",
-        # One broker: internal topics must not ask for more replicas than exist.
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=8",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=4",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "default.replication.factor=1",
-        "min.insync.replicas=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=true",
-        "message.max.bytes=16777216",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={work / 'logs'}",
+            f"num.partitions={partitions}",
+            # One broker: internal topics must not ask for more replicas than exist.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=8",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "default.replication.factor=1",
+            "min.insync.replicas=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "message.max.bytes=16777216",
+            "",
+        ]
+    )
 
 
 class LocalKafka:
     """One broker process. `start()` returns once it answers metadata requests; `stop()` ends it."""
 
-    def __init__(self, work_dir: Path, cache_dir: Path, *, port: int = 0, heap_mb: int = 512,
-                 partitions: int = 4, start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        cache_dir: Path,
+        *,
+        port: int = 0,
+        heap_mb: int = 512,
+        partitions: int = 4,
+        start_timeout_s: float = 60.0,
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.cache_dir = Path(cache_dir)
         self.port = port
@@ -133,7 +153,9 @@ class LocalKafka:
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise KafkaStartError(f"cannot create Kafka folder {self.work_dir}: {e.strerror}") from None
+            raise KafkaStartError(
+                f"cannot create Kafka folder {self.work_dir}: {e.strerror}"
+            ) from None
         props = self.work_dir / "server.properties"
         if not props.exists():
             self._configure()
@@ -141,13 +163,24 @@ class LocalKafka:
         elif not port_is_free(self.port):
             raise KafkaStartError(f"Kafka port {self.port} is taken by another process")
         env = {**os.environ, "LOG_DIR": str(self.work_dir)}
-        cmd = [java, f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m",
-               "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-               f"-Dlog4j2.configurationFile={LOG4J2}", f"-Dkafka.logs.dir={self.work_dir}",
-               "-cp", f"{jars}/*", "kafka.Kafka", str(props)]
+        cmd = [
+            java,
+            f"-Xmx{self.heap_mb}m",
+            f"-Xms{min(self.heap_mb, 256)}m",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            "-Xshare:auto",
+            f"-Dlog4j2.configurationFile={LOG4J2}",
+            f"-Dkafka.logs.dir={self.work_dir}",
+            "-cp",
+            f"{jars}/*",
+            "kafka.Kafka",
+            str(props),
+        ]
         out = open(self.work_dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the broker
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         out.close()
         self._wait_ready()
         return self
@@ -162,9 +195,21 @@ class LocalKafka:
 
     def _format(self, java: str, jars: Path, props: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={LOG4J2}",
-               f"-Dkafka.logs.dir={self.work_dir}", "-cp", f"{jars}/*",
-               "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+        cmd = [
+            java,
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={LOG4J2}",
+            f"-Dkafka.logs.dir={self.work_dir}",
+            "-cp",
+            f"{jars}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-2:]
@@ -174,21 +219,27 @@ class LocalKafka:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise KafkaStartError(f"Kafka exited with status {self.proc.returncode} while "
-                                      f"starting: {self._log_tail()}")
+                raise KafkaStartError(
+                    f"Kafka exited with status {self.proc.returncode} while "
+                    f"starting: {self._log_tail()}"
+                )
             if asyncio.run(metadata_ok(self.bootstrap)):
                 return
             time.sleep(0.3)
         self.kill()
-        raise KafkaStartError(f"Kafka did not answer within {self.start_timeout_s:.0f} s: "
-                              f"{self._log_tail()}")
+        raise KafkaStartError(
+            f"Kafka did not answer within {self.start_timeout_s:.0f} s: {self._log_tail()}"
+        )
 
     def _log_tail(self) -> str:
         for name in ("server.log", "stdout.log"):
             path = self.work_dir / name
             if path.exists():
-                lines = [ln for ln in path.read_text(errors="replace").splitlines()
-                         if "ERROR" in ln or "Exception" in ln]
+                lines = [
+                    ln
+                    for ln in path.read_text(errors="replace").splitlines()
+                    if "ERROR" in ln or "Exception" in ln
+                ]
                 if lines:
                     return lines[-1][:300]
         return "no error in the broker log"
@@ -241,12 +292,14 @@ async def metadata_ok(bootstrap: str, timeout_s: float = 2.0) -> bool:
             pass
     except OSError:
         return False
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.describe_cluster(), timeout_s)
         return True
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()

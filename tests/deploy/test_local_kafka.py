@@ -20,8 +20,9 @@ async def _roundtrip(bootstrap: str, topic: str, payload: bytes) -> bytes:
         await producer.send_and_wait(topic, payload, key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     try:
         msg = await asyncio.wait_for(consumer.getone(), 20)

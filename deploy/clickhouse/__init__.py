@@ -1,0 +1,1 @@
+"""Run Debian's clickhouse-server as a child process for native-protocol tests."""

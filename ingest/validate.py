@@ -1,0 +1,150 @@
+"""Per-read validation of decoded gateway batches: vectorised checks with stable reason codes.
+
+Structural checks live in `ingest.wire`; this module judges the reads themselves (unknown reader,
+bad position, absurd timestamp) and splits a batch into the valid reads and the rejected groups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ingest.exceptions import BAD_LATLON, BAD_TIMESTAMP, UNKNOWN_READER, WireError
+from ingest.reads import FLAG_MOBILE, Reads
+
+if TYPE_CHECKING:
+    from ingest.wire import Batch
+
+# 2015-01-01T00:00:00Z: no deployed reader predates it, so anything earlier is a clock that lost
+# its time (a reset RTC typically reports 1970 or 2000).
+MIN_TS_MS = 1_420_070_400_000
+# How far a read may be ahead of the consumer's clock: gateway clocks drift by seconds to minutes;
+# beyond this the time is wrong, and a future ts would corrupt sessionizing.
+DEFAULT_MAX_FUTURE_MS = 10 * 60 * 1000
+
+
+def reader_set(reader_ids: object) -> np.ndarray:
+    """Turn reader ids (any int array-like) into the sorted unique uint32 array the checks need."""
+    ids = np.asarray(reader_ids)
+    if ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() > 0xFFFF_FFFF):
+        raise ValueError("reader ids must be integers in 0..2**32-1")
+    return np.unique(ids.astype(np.uint32))
+
+
+def unknown_reader_mask(reader_id: np.ndarray, known_readers: np.ndarray) -> np.ndarray:
+    """True where reader_id is not in `known_readers` (sorted unique uint32, see reader_set)."""
+    if len(known_readers) == 0:
+        return np.ones(len(reader_id), dtype=bool)
+    idx = np.searchsorted(known_readers, reader_id)
+    np.minimum(idx, len(known_readers) - 1, out=idx)
+    return known_readers[idx] != reader_id
+
+
+def bad_latlon_mask(reads: Reads) -> np.ndarray:
+    """True where a read's position is unusable.
+
+    Mobile reads (FLAG_MOBILE) need finite lat in [-90, 90] and lon in [-180, 180], and not exactly
+    (0, 0), which is what GPS modules report without a fix. Fixed reads must carry no position
+    (both NaN): the reader registry is the source of truth for where a fixed reader stands.
+    """
+    lat, lon = reads.lat, reads.lon
+    mobile = (reads.flags & FLAG_MOBILE) != 0
+    # Comparisons with NaN are False, so non-finite values fail `in_range` without an isfinite pass.
+    in_range = (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0) & ((lat != 0.0) | (lon != 0.0))
+    no_position = np.isnan(lat) & np.isnan(lon)
+    return np.where(mobile, ~in_range, ~no_position)
+
+
+def bad_timestamp_mask(
+    ts_ms: np.ndarray, now_ms: int | None, max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+) -> np.ndarray:
+    """True where ts_ms is before 2015 or (when now_ms is given) more than max_future_ms ahead."""
+    bad = ts_ms < MIN_TS_MS
+    if now_ms is not None:
+        bad |= ts_ms > now_ms + max_future_ms
+    return bad
+
+
+def reason_masks(
+    reads: Reads,
+    known_readers: np.ndarray | None = None,
+    now_ms: int | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+) -> list[tuple[str, np.ndarray]]:
+    """Disjoint masks, one per failing reason, in priority order (a read gets its first failure).
+
+    Priority: unknown_reader, bad_latlon, bad_timestamp — a read from an unknown reader is
+    reported as such even if its position is also wrong, because that is the actionable fault.
+    Reasons with no failing read are left out, so an all-valid batch gives [].
+    """
+    checks: list[tuple[str, np.ndarray]] = []
+    if known_readers is not None:
+        checks.append((UNKNOWN_READER, unknown_reader_mask(reads.reader_id, known_readers)))
+    checks.append((BAD_LATLON, bad_latlon_mask(reads)))
+    checks.append((BAD_TIMESTAMP, bad_timestamp_mask(reads.ts_ms, now_ms, max_future_ms)))
+    out: list[tuple[str, np.ndarray]] = []
+    taken: np.ndarray | None = None
+    for reason, mask in checks:
+        if taken is not None:
+            mask = mask & ~taken
+        if mask.any():
+            out.append((reason, mask))
+            taken = mask if taken is None else taken | mask
+    return out
+
+
+def check_reads(
+    reads: Reads,
+    known_readers: np.ndarray | None = None,
+    now_ms: int | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+) -> None:
+    """Raise WireError (reason of the first failing check) if any read is invalid."""
+    masks = reason_masks(reads, known_readers, now_ms, max_future_ms)
+    if not masks:
+        return
+    reason, first = masks[0]
+    total = sum(int(m.sum()) for _, m in masks)
+    i = int(np.argmax(first))
+    raise WireError(
+        reason,
+        f"{total} of {len(reads)} reads invalid; first: read {i} (reader {reads.reader_id[i]}, "
+        f"ts_ms {reads.ts_ms[i]}, lat {reads.lat[i]}, lon {reads.lon[i]})",
+        bad_reads=total,
+    )
+
+
+def split_reads(
+    reads: Reads,
+    known_readers: np.ndarray | None = None,
+    now_ms: int | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+) -> tuple[Reads, list[tuple[str, Reads]]]:
+    """Split reads into (valid reads, [(reason, rejected reads), ...]).
+
+    Every input read is in exactly one output group, so counts add up. An all-valid input is
+    returned as is (no copy).
+    """
+    masks = reason_masks(reads, known_readers, now_ms, max_future_ms)
+    if not masks:
+        return reads, []
+    bad = masks[0][1].copy()
+    for _, m in masks[1:]:
+        bad |= m
+    rejected = [(reason, reads.take(np.flatnonzero(m))) for reason, m in masks]
+    return reads.take(np.flatnonzero(~bad)), rejected
+
+
+def split_invalid(
+    batch: Batch,
+    known_readers: np.ndarray | None = None,
+    now_ms: int | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+) -> tuple[Reads, list[tuple[str, Reads]]]:
+    """split_reads for a decoded Batch: what a consumer does after `decode_structure`.
+
+    The valid reads continue down the pipeline; each rejected group is re-encoded with
+    `ingest.wire.dead_letters_for` and produced on the dead-letter topic, so it can be replayed.
+    """
+    return split_reads(batch.reads, known_readers, now_ms, max_future_ms)

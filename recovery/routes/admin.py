@@ -1,0 +1,103 @@
+"""Ops and admin routes: reader registry import, API keys, sighting export."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+import numpy as np
+import pyarrow.parquet as pq
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from recovery.auth import Principal, Role, new_key
+from recovery.deps import Ctx, require
+from store import accounts
+from stream.registry import encode_reader
+
+router = APIRouter(tags=["admin"])
+
+
+class ReaderIn(BaseModel):
+    reader_id: int = Field(ge=0, lt=2**32)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    kind: str = Field(pattern="^(fixed|mobile)$")
+
+
+class ReadersIn(BaseModel):
+    readers: list[ReaderIn] = Field(max_length=100_000)
+
+
+@router.post("/readers", status_code=200)
+async def import_readers(
+    body: ReadersIn, ctx: Ctx, _: Annotated[Principal, require(Role.ops, Role.admin)]
+) -> dict[str, int]:
+    """Add or replace readers in the registry (store and the workers' registry topic)."""
+    from store.writes import upsert_readers
+    from stream.geoindex import latlng_to_cells_multi
+
+    if not body.readers:
+        raise HTTPException(422, "no readers given")
+    if ctx.producer is None:
+        raise HTTPException(503, "service is starting")
+    n = len(body.readers)
+    lat = np.array([r.lat if r.kind == "fixed" else np.nan for r in body.readers])
+    lon = np.array([r.lon if r.kind == "fixed" else np.nan for r in body.readers])
+    cells = latlng_to_cells_multi(lat, lon, (7, 9, 12))
+    cols = {
+        "reader_id": np.array([r.reader_id for r in body.readers], np.uint32),
+        "lat": lat,
+        "lon": lon,
+        "kind": np.array([1 if r.kind == "fixed" else 2 for r in body.readers], np.int8),
+        "gateway_id": np.zeros(n, np.uint32),
+        "district": np.array([""] * n, dtype=object),
+        "h3_r7": cells[7],
+        "h3_r9": cells[9],
+        "h3_r12": cells[12],
+        "updated_at": np.full(n, accounts.now_ms(), np.int64),
+    }
+    await ctx.runner.run(upsert_readers, cols)
+    for r in body.readers:
+        key, value = encode_reader(r.reader_id, r.lat, r.lon, r.kind)
+        await ctx.producer.send(ctx.settings.topic_readers, value=value, key=key)
+    await ctx.producer.flush()
+    return {"imported": n}
+
+
+class KeyIn(BaseModel):
+    role: Role
+    name: str = Field(min_length=1, max_length=100)
+    owner_id: str | None = Field(default=None, max_length=100)
+
+
+@router.post("/keys", status_code=201)
+async def create_key(
+    body: KeyIn, ctx: Ctx, _: Annotated[Principal, require(Role.admin)]
+) -> dict[str, str]:
+    """Create an API key; the key is in this response only (the store keeps its hash)."""
+    key, key_id, key_hash = new_key(body.role)
+    owner = body.owner_id or key_id
+    await ctx.runner.run(
+        accounts.insert_key,
+        key_hash=key_hash,
+        key_id=key_id,
+        name=body.name,
+        role=body.role.value,
+        owner_id=owner,
+    )
+    return {"key": key, "key_id": key_id, "role": body.role.value, "owner_id": owner}
+
+
+@router.get("/export/sightings", response_class=Response)
+async def export_sightings(ctx: Ctx, _: Annotated[Principal, require(Role.admin)]) -> Response:
+    """All current sightings (contract columns) as a Parquet file."""
+    import pyarrow as pa
+
+    from store.queries import export_sightings as q_export
+
+    cols = await ctx.runner.run(q_export)
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf)
+    return Response(buf.getvalue(), media_type="application/vnd.apache.parquet")

@@ -1,0 +1,205 @@
+"""The sighting contract written plainly: `reference_sightings(reads)` is the oracle that tests hold
+the streaming sessionizer and the stored sightings to; `cells_for` is the one place cells are made.
+
+The contract, with the tie-breaks it leaves open made explicit:
+
+* A read's identity is (tag_id, reader_id, ts_ms). Several reads with one identity are one read:
+  the *winner* has the highest rssi, then the smallest lat, then the smallest lon (NaN sorts after
+  every number), then the smallest flags. Only the winner's fields count from then on.
+* For one (tag_id, reader_id), distinct reads ordered by ts_ms; a new sighting starts where the gap
+  to the previous read exceeds `gap_ms` (gap == gap_ms continues the sighting).
+* n_reads counts distinct reads; max_rssi is the highest rssi of the sighting.
+* The sighting's *representative* read is its strongest distinct read, the earliest on ties. If the
+  representative carries FLAG_MOBILE, the sighting's position is the representative's lat/lon (a
+  patrol-vehicle reader reports where it was); otherwise it is the reader's registered position.
+  An unregistered fixed reader (or a mobile read without a position) gives NaN lat/lon.
+* Cells: H3 cells at resolutions 7, 9, 12 of that position (same ids as h3-py); 0 where lat/lon is
+  NaN (the H3 "null" index).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ingest.reads import FLAG_MOBILE, Reads
+from stream.records import H3_RESOLUTIONS, SIGHTING_DTYPES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderRegistry:
+    """Registered positions of fixed readers: `reader_id` sorted ascending and unique."""
+
+    reader_id: np.ndarray  # uint32, sorted, unique
+    lat: np.ndarray  # float64
+    lon: np.ndarray  # float64
+
+    def __post_init__(self) -> None:
+        if not (len(self.reader_id) == len(self.lat) == len(self.lon)):
+            raise ValueError("ReaderRegistry: reader_id, lat and lon must have equal lengths")
+        if len(self.reader_id) > 1 and not np.all(np.diff(self.reader_id.astype(np.int64)) > 0):
+            raise ValueError("ReaderRegistry: reader_id must be sorted ascending without repeats")
+
+    @classmethod
+    def empty(cls) -> ReaderRegistry:
+        return cls(np.empty(0, np.uint32), np.empty(0), np.empty(0))
+
+    @classmethod
+    def from_columns(cls, reader_id: object, lat: object, lon: object) -> ReaderRegistry:
+        """Build from unsorted array-likes (a later duplicate reader_id wins)."""
+        rid = np.asarray(reader_id, dtype=np.uint32)
+        la, lo = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+        # Keep the last occurrence of each id: reverse, take first of each unique, sort.
+        rev_ids, rev_idx = np.unique(rid[::-1], return_index=True)
+        idx = len(rid) - 1 - rev_idx
+        return cls(rev_ids, la[idx].copy(), lo[idx].copy())
+
+    def lookup(self, reader_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Registered (lat, lon) per reader id; NaN for readers not in the registry."""
+        n = len(self.reader_id)
+        lat, lon = np.full(len(reader_id), np.nan), np.full(len(reader_id), np.nan)
+        if n == 0 or len(reader_id) == 0:
+            return lat, lon
+        pos = np.searchsorted(self.reader_id, reader_id)
+        pos_c = np.minimum(pos, n - 1)
+        hit = self.reader_id[pos_c] == reader_id
+        lat[hit], lon[hit] = self.lat[pos_c[hit]], self.lon[pos_c[hit]]
+        return lat, lon
+
+
+def sighting_positions(
+    reader_id: np.ndarray,
+    rep_flags: np.ndarray,
+    rep_lat: np.ndarray,
+    rep_lon: np.ndarray,
+    registry: ReaderRegistry,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The contract's position rule: a mobile representative gives its lat/lon, else registry."""
+    reg_lat, reg_lon = registry.lookup(reader_id)
+    mobile = (rep_flags & FLAG_MOBILE) != 0
+    return np.where(mobile, rep_lat, reg_lat), np.where(mobile, rep_lon, reg_lon)
+
+
+def _cells_h3py(lat: np.ndarray, lon: np.ndarray, res: int) -> np.ndarray:
+    from h3.api import basic_int
+
+    out = np.zeros(len(lat), np.uint64)
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    for i in np.flatnonzero(ok):
+        out[i] = basic_int.latlng_to_cell(float(lat[i]), float(lon[i]), res)
+    return out
+
+
+def _geoindex_kernel() -> object | None:
+    """stream.geoindex's H3 kernel as an array function, or None while that module doesn't exist."""
+    try:
+        import stream.geoindex as geoindex
+    except ModuleNotFoundError as e:
+        if e.name != "stream.geoindex":
+            raise  # geoindex exists but something it needs is not installed: a real error
+        return None
+    except Exception as e:  # a broken geoindex must not stop sessionizing: h3-py gives the same ids
+        log.warning(
+            "stream.geoindex failed to import (%s: %s); cells via h3-py", type(e).__name__, e
+        )
+        return None
+    import numba
+
+    scalar = geoindex.latlng_to_cell
+    if not isinstance(scalar, numba.core.registry.CPUDispatcher):
+        return scalar  # already an array function (lat[], lon[], res) -> cells[]
+
+    @numba.njit(nogil=True)
+    def cells_array(lat: np.ndarray, lon: np.ndarray, res: int) -> np.ndarray:
+        out = np.zeros(len(lat), np.uint64)
+        for i in range(len(lat)):
+            if np.isfinite(lat[i]) and np.isfinite(lon[i]):
+                out[i] = scalar(lat[i], lon[i], res)
+        return out
+
+    return cells_array
+
+
+_GEOINDEX: object | None = _geoindex_kernel()
+CELLS_BACKEND = "stream.geoindex" if _GEOINDEX is not None else "h3-py"
+
+
+def cells_for(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """H3 cells (r7, r9, r12) as uint64 arrays; 0 where lat or lon is NaN.
+
+    The one place cells are computed: the numba kernel of stream.geoindex when it is importable,
+    h3-py per point otherwise (same ids, slower).
+    """
+    lat = np.ascontiguousarray(lat, dtype=np.float64)
+    lon = np.ascontiguousarray(lon, dtype=np.float64)
+    if _GEOINDEX is not None:
+        cells = [np.asarray(_GEOINDEX(lat, lon, r), dtype=np.uint64) for r in H3_RESOLUTIONS]  # type: ignore[operator]
+        bad = ~(np.isfinite(lat) & np.isfinite(lon))
+        for c in cells:
+            c[bad] = 0
+    else:
+        cells = [_cells_h3py(lat, lon, r) for r in H3_RESOLUTIONS]
+    return cells[0], cells[1], cells[2]
+
+
+def reference_sightings(
+    reads: Reads, gap_ms: int = 30_000, positions: ReaderRegistry | None = None
+) -> dict[str, np.ndarray]:
+    """The sightings of a set of reads, per the contract above; columns of SIGHTING_DTYPES.
+
+    Rows are sorted by (tag_id, reader_id, first_ts). Plain pandas, O(n log n); meant to be read.
+    """
+    registry = positions if positions is not None else ReaderRegistry.empty()
+    if len(reads) == 0:
+        return {k: np.empty(0, dt) for k, dt in SIGHTING_DTYPES.items()}
+    df = pd.DataFrame(reads.columns())
+    # NaN positions sort after every number in the winner rule.
+    df["lat_key"] = df["lat"].fillna(np.inf)
+    df["lon_key"] = df["lon"].fillna(np.inf)
+
+    # 1. One read per identity: the winner sorts first within its identity.
+    df = df.sort_values(
+        ["tag_id", "reader_id", "ts_ms", "rssi_dbm", "lat_key", "lon_key", "flags"],
+        ascending=[True, True, True, False, True, True, True],
+        kind="mergesort",
+    )
+    distinct = df.drop_duplicates(["tag_id", "reader_id", "ts_ms"], keep="first").copy()
+
+    # 2. Sessions: a new one at a new (tag, reader) or where the gap exceeds gap_ms.
+    new_key = (distinct["tag_id"] != distinct["tag_id"].shift()) | (
+        distinct["reader_id"] != distinct["reader_id"].shift()
+    )
+    gap_break = distinct["ts_ms"].diff() > gap_ms
+    distinct["sid"] = (new_key | gap_break).cumsum()
+
+    # 3. Aggregates per session.
+    g = distinct.groupby("sid", sort=True)
+    agg = g.agg(
+        tag_id=("tag_id", "first"),
+        reader_id=("reader_id", "first"),
+        first_ts=("ts_ms", "min"),
+        last_ts=("ts_ms", "max"),
+        n_reads=("ts_ms", "size"),
+        max_rssi=("rssi_dbm", "max"),
+    )
+
+    # 4. The representative: strongest distinct read, earliest on ties.
+    rep = distinct.sort_values(["sid", "rssi_dbm", "ts_ms"], ascending=[True, False, True])
+    rep = rep.drop_duplicates("sid", keep="first").set_index("sid").loc[agg.index]
+    lat, lon = sighting_positions(
+        agg["reader_id"].to_numpy(np.uint32),
+        rep["flags"].to_numpy(np.uint8),
+        rep["lat"].to_numpy(np.float64),
+        rep["lon"].to_numpy(np.float64),
+        registry,
+    )
+    r7, r9, r12 = cells_for(lat, lon)
+    cols = {k: agg[k].to_numpy() for k in ("tag_id", "reader_id", "first_ts", "last_ts")}
+    cols |= {"n_reads": agg["n_reads"].to_numpy(), "max_rssi": agg["max_rssi"].to_numpy()}
+    cols |= {"lat": lat, "lon": lon, "h3_r7": r7, "h3_r9": r9, "h3_r12": r12}
+    return {k: np.asarray(cols[k], dtype=dt) for k, dt in SIGHTING_DTYPES.items()}

@@ -1,0 +1,15 @@
+"""Errors of the stream package."""
+
+from __future__ import annotations
+
+from tagtrail.errors import TagtrailError
+
+
+class StreamError(TagtrailError):
+    """Base of stream errors."""
+
+
+class BrokerUnavailable(StreamError):
+    """The Kafka broker cannot be reached."""
+
+    retriable = True

@@ -1,0 +1,47 @@
+"""How far the pipeline has got: consumer-group offsets against the topics' end offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tagtrail.config import Settings
+
+
+async def lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages of `topics` not yet committed by `group` (0 when it has caught up)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        meta = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(t, p) for t in topics for p in (meta.partitions_for_topic(t) or ())]
+        end = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        total = 0
+        for tp in tps:
+            c = committed.get(tp)
+            done = c.offset if c is not None and c.offset >= 0 else 0
+            total += max(end[tp] - done, 0)
+        return total
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 600.0) -> None:
+    """Return once the worker and the sink have committed everything published so far.
+
+    The reads are drained first, then the sightings they produced (published before the reads'
+    offsets were committed), so two checks in this order are enough.
+    """
+    deadline = time.monotonic() + timeout_s
+    for topics in ([settings.topic_reads], [settings.topic_sightings]):
+        while await lag(bootstrap, settings.consumer_group, topics) > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline did not drain {topics[0]} within {timeout_s:.0f} s")
+            await asyncio.sleep(0.25)

@@ -1,0 +1,56 @@
+"""Declares the pipeline's Kafka topics up front with their partitions and cleanup policies."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from stream.exceptions import BrokerUnavailable
+from tagtrail.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    n = settings.partitions
+    compacted = {"cleanup.policy": "compact"}
+    return [
+        NewTopic(settings.topic_reads, n, 1),
+        # The reader registry keyed by reader_id; every worker reads all of it.
+        NewTopic(settings.topic_readers, 1, 1, topic_configs=compacted),
+        NewTopic(settings.topic_dead_letter, 1, 1),
+        NewTopic(settings.topic_late, n, 1),
+        NewTopic(settings.topic_sightings, n, 1),
+        # Open cases keyed by tag_id: the latest record per tag is the case's current state.
+        NewTopic(settings.topic_hotlist, 1, 1, topic_configs=compacted),
+        NewTopic(settings.topic_alerts, 1, 1),
+    ]
+
+
+async def ensure_topics(settings: Settings, bootstrap: str) -> None:
+    """Create missing topics (existing ones are left as they are)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        await admin.close()
+        raise BrokerUnavailable(f"Kafka broker at {bootstrap} is unreachable") from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        if missing:
+            try:
+                resp = await admin.create_topics(missing)
+                failed = [
+                    (t, code, msg) for t, code, msg in resp.topic_errors if code not in (0, 36)
+                ]  # 36: TOPIC_ALREADY_EXISTS, a concurrent create
+                if failed:
+                    t, code, msg = failed[0]
+                    raise BrokerUnavailable(f"cannot create topic {t}: error {code} {msg or ''}")
+            except TopicAlreadyExistsError:
+                # Another process created them between our list and create: same outcome.
+                log.debug("topics created concurrently by another process")
+    finally:
+        await admin.close()

@@ -1,0 +1,240 @@
+"""The `tagtrail` command line: every command builds one Settings and passes it down."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tagtrail.config import Settings, load_settings
+from tagtrail.errors import TagtrailError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="tagtrail: RFID e-bike sightings, theft alerts and recovery.",
+)
+readers_app = typer.Typer(no_args_is_help=True, help="The reader registry.")
+store_app = typer.Typer(no_args_is_help=True, help="The ClickHouse store.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
+kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker.")
+app.add_typer(readers_app, name="readers")
+app.add_typer(store_app, name="store")
+app.add_typer(keys_app, name="keys")
+app.add_typer(export_app, name="export")
+app.add_typer(kafka_app, name="kafka")
+
+err = Console(stderr=True)
+out_console = Console()
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@app.command()
+def up() -> None:
+    """Run everything in one process: local broker (unless TAGTRAIL_KAFKA), store, worker, API."""
+    from tagtrail.up import run_up
+
+    run_up(_settings())
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(help="city scale (1.0 = full Kunming)")] = 0.05,
+    minutes: Annotated[int, typer.Option(help="simulated minutes")] = 20,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Start the pipeline on a simulated city, replay its reads, print a summary, stop."""
+    from tagtrail.demo import run_demo
+
+    run_demo(_settings(), scale=scale, minutes=minutes, seed=seed, console=out_console)
+
+
+@kafka_app.command("start")
+def kafka_start(port: Annotated[int, typer.Option(help="0 picks a free port")] = 9092) -> None:
+    """Run the local Kafka broker in the foreground until Ctrl-C."""
+    from tagtrail.up import run_broker_foreground
+
+    run_broker_foreground(_settings(), port=port, console=out_console)
+
+
+@store_app.command("migrate")
+def store_migrate(
+    resume: Annotated[bool, typer.Option(help="re-run a half-applied migration")] = False,
+) -> None:
+    """Apply pending schema migrations (idempotent)."""
+    from store.migrate import migrate
+    from store.open import open_backend
+
+    s = _settings()
+    backend = open_backend(s)
+    try:
+        applied = migrate(backend, s, resume=resume)
+    finally:
+        backend.close()
+    out_console.print(
+        f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else "")
+    )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="output folder for the Parquet files")],
+    scale: Annotated[float, typer.Option(help="1.0 = full Kunming, ~80 M reads/day")] = 0.01,
+    duration_s: Annotated[float, typer.Option(help="simulated seconds")] = 3600.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    theft_rate: Annotated[float | None, typer.Option(help="thefts per day")] = None,
+) -> None:
+    """Simulate a city: reads, reader registry and ground truth as Parquet files."""
+    from rich.progress import Progress
+
+    from ingest.simulator.parquet import run_simulation_to_parquet
+
+    with Progress(console=out_console) as bar:
+        task = bar.add_task("simulating", total=1.0)
+        try:
+            summary = run_simulation_to_parquet(
+                out,
+                scale=scale,
+                duration_s=duration_s,
+                seed=seed,
+                theft_rate=theft_rate,
+                progress_cb=lambda frac, n: bar.update(
+                    task, completed=frac, description=f"{n:,} reads"
+                ),
+            )
+        except ValueError as e:
+            raise TagtrailError(str(e)) from None
+    out_console.print(summary)
+
+
+@readers_app.command("import")
+def readers_import(file: Annotated[Path, typer.Argument(help="CSV or Parquet")]) -> None:
+    """Import readers (reader_id, lat, lon, kind) through the running `tagtrail up`."""
+    from tagtrail.local import api_call, read_readers_file, running_or_fail
+
+    s = _settings()
+    rows = read_readers_file(file)
+    up_ = running_or_fail(s, "readers import")
+    r = api_call(up_, "POST", "/v1/readers", json={"readers": rows})
+    out_console.print(f"imported {r.json()['imported']} readers")
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="Parquet read file")],
+    wait: Annotated[
+        bool, typer.Option(help="return when every read is processed and stored")
+    ] = False,
+) -> None:
+    """Publish a recorded read file through gateway batches."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from ingest.replay import replay as do_replay
+    from stream.progress import wait_drained
+    from tagtrail.local import bootstrap_for
+
+    s = _settings()
+    if not file.exists():
+        raise TagtrailError(f"{file} does not exist")
+    bootstrap = bootstrap_for(s, "replay")
+
+    async def go() -> tuple[int, int]:
+        with Progress(console=out_console) as bar:
+            task = bar.add_task("publishing", total=None)
+            res = await do_replay(
+                file,
+                bootstrap,
+                s.topic_reads,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if wait:
+            with out_console.status("waiting for the pipeline to store everything"):
+                await wait_drained(s, bootstrap)
+        return res
+
+    messages, reads = asyncio.run(go())
+    out_console.print(
+        f"published {reads:,} reads in {messages:,} messages" + (", all stored" if wait else "")
+    )
+
+
+@export_app.command("sightings")
+def export_sightings(out_file: Annotated[Path, typer.Argument(help="output .parquet")]) -> None:
+    """Write the current stored sightings (contract columns) to a Parquet file."""
+    from tagtrail.local import api_call
+    from tagtrail.runtime import find_running
+
+    s = _settings()
+    up_ = find_running(s)
+    if up_ is not None:
+        data = api_call(up_, "GET", "/v1/export/sightings").content
+        out_file.write_bytes(data)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from store.open import open_store
+        from store.queries import export_sightings as q_export
+
+        with open_store(s) as store:
+            pq.write_table(pa.table(q_export(store)), out_file)
+    out_console.print(f"wrote {out_file}")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="owner|police|supervisor|ops|admin")],
+    name: Annotated[str, typer.Option(help="who the key is for")],
+    owner_id: Annotated[str | None, typer.Option(help="owner keys: the owner account")] = None,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from recovery.auth import Role, new_key
+    from store import accounts
+    from tagtrail.local import api_call
+    from tagtrail.runtime import find_running
+
+    if role not in Role.__members__:
+        raise TagtrailError(f"--role must be one of {', '.join(Role.__members__)}")
+    s = _settings()
+    up_ = find_running(s)
+    if up_ is not None:
+        body = {"role": role, "name": name, "owner_id": owner_id}
+        res = api_call(up_, "POST", "/v1/keys", json=body).json()
+        key, key_id = res["key"], res["key_id"]
+    else:
+        from store.open import open_store
+
+        key, key_id, key_hash = new_key(Role(role))
+        with open_store(s) as store:
+            accounts.insert_key(
+                store,
+                key_hash=key_hash,
+                key_id=key_id,
+                name=name,
+                role=role,
+                owner_id=owner_id or key_id,
+            )
+    out_console.print(
+        f"key {key_id} ({role}) for {name}: {key}\nStore it now: it is not shown again."
+    )
+
+
+def main() -> None:
+    """Entry point: a TagtrailError ends in one clear line and a non-zero status, no traceback."""
+    try:
+        app()
+    except TagtrailError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

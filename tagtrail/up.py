@@ -1,0 +1,193 @@
+"""`tagtrail up`: broker (unless TAGTRAIL_KAFKA), store, worker, sink and API in one process.
+
+`Pipeline` is also what the demo and the end-to-end tests run, so they exercise exactly this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from deploy.kafka.broker import LocalKafka, metadata_ok
+from store.runner import StoreRunner
+from stream.exceptions import BrokerUnavailable
+from stream.registry import RegistryFollower
+from stream.sink import add_sink_agent
+from stream.topics import ensure_topics
+from stream.worker import build_worker_app, exit_now
+from tagtrail.config import Settings
+from tagtrail.errors import ConfigError
+from tagtrail.runtime import RunningPipeline, clear_running, write_running
+
+log = logging.getLogger(__name__)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket() as s:
+        # SO_REUSEADDR as uvicorn does: a port left in TIME_WAIT by a previous run is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise ConfigError(f"API port {host}:{port} is taken (set TAGTRAIL_API_PORT)") from None
+
+
+class Pipeline:
+    """The whole pipeline in this process; `async with Pipeline(settings)` starts and stops it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker: LocalKafka | None = None
+        self.bootstrap = settings.kafka
+        self.runner: StoreRunner | None = None
+        self.registry: RegistryFollower | None = None
+        self.app: Any = None
+        self.api: Any = None
+        self.server: uvicorn.Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self.api_url = ""
+        self.admin_key = ""
+
+    async def start(self) -> Pipeline:
+        from recovery.api import ServiceContext, create_api
+        from store.open import open_store
+
+        s = self.settings
+        _check_port_free(s.api_host, s.api_port)
+        try:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"data folder {s.data_dir} is not writable: {e.strerror}") from None
+        if not s.kafka:
+            self.broker = LocalKafka(
+                s.data_dir / "kafka",
+                s.kafka_cache_dir,
+                port=s.kafka_port,
+                heap_mb=s.kafka_heap_mb,
+                partitions=s.partitions,
+                start_timeout_s=s.kafka_start_timeout_s,
+            )
+            await asyncio.to_thread(self.broker.start)
+            self.bootstrap = self.broker.bootstrap
+        elif not await metadata_ok(s.kafka, timeout_s=5.0):
+            raise BrokerUnavailable(f"Kafka broker at {s.kafka} (TAGTRAIL_KAFKA) is unreachable")
+        store = await asyncio.to_thread(open_store, s)
+        self.runner = StoreRunner(store)
+        await ensure_topics(s, self.bootstrap)
+        self.registry = RegistryFollower(self.bootstrap, s.topic_readers)
+        await self.registry.start()
+        self.app = build_worker_app(s, self.bootstrap, self.registry, on_fatal=self._fatal)
+        add_sink_agent(self.app, s, self.runner)
+        await self.app.start()
+        ctx = ServiceContext(settings=s, runner=self.runner, bootstrap=self.bootstrap)
+        self.api = create_api(ctx)
+        await ctx.start()
+        self.admin_key = ctx.local_admin_key
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((s.api_host, s.api_port))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(self.api, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._server_task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:
+            if self._server_task.done():
+                self._server_task.result()
+            await asyncio.sleep(0.02)
+        self.api_url = f"http://{s.api_host}:{port}"
+        self._ctx = ctx
+        return self
+
+    def _fatal(self, exc: BaseException) -> None:
+        # The broker runs in its own session: take it down before the process leaves.
+        if self.broker is not None:
+            self.broker.kill()
+        exit_now(exc)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            if self._server_task is not None:
+                await asyncio.gather(self._server_task, return_exceptions=True)
+        if getattr(self, "_ctx", None) is not None:
+            await self._ctx.stop()
+        if self.app is not None:
+            await self.app.stop()
+        if self.registry is not None:
+            await self.registry.stop()
+        if self.runner is not None:
+            await asyncio.to_thread(self.runner.close)
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+
+    async def __aenter__(self) -> Pipeline:
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _up(settings: Settings, console: Console) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Pipeline(settings) as p:
+        write_running(
+            settings,
+            RunningPipeline(
+                pid=_pid(), kafka=p.bootstrap, api_url=p.api_url, admin_key=p.admin_key
+            ),
+        )
+        console.print(
+            f"tagtrail up: kafka {p.bootstrap}, API {p.api_url}, "
+            f"store {settings.clickhouse or settings.store_dir}. Ctrl-C stops."
+        )
+        try:
+            await stop.wait()
+        finally:
+            clear_running(settings)
+    console.print("tagtrail stopped")
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def run_up(settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(_up(settings, Console()))
+
+
+def run_broker_foreground(settings: Settings, *, port: int, console: Console) -> None:
+    broker = LocalKafka(
+        settings.data_dir / "kafka",
+        settings.kafka_cache_dir,
+        port=port,
+        heap_mb=settings.kafka_heap_mb,
+        partitions=settings.partitions,
+    )
+    broker.start()
+    console.print(f"Kafka ready at {broker.bootstrap} (Ctrl-C stops)")
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        signal.sigwait(sigs)
+    finally:
+        broker.stop()
