@@ -29,7 +29,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(export_app, name="export")
 app.add_typer(kafka_app, name="kafka")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out_console = Console()
 
 
@@ -238,3 +238,7 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
