@@ -19,16 +19,14 @@ The contract, with the tie-breaks it leaves open made explicit:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ingest.reads import FLAG_MOBILE, Reads
+from stream.geoindex import latlng_to_cell
 from stream.records import H3_RESOLUTIONS, SIGHTING_DTYPES
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,66 +83,13 @@ def sighting_positions(
     return np.where(mobile, rep_lat, reg_lat), np.where(mobile, rep_lon, reg_lon)
 
 
-def _cells_h3py(lat: np.ndarray, lon: np.ndarray, res: int) -> np.ndarray:
-    from h3.api import basic_int
-
-    out = np.zeros(len(lat), np.uint64)
-    ok = np.isfinite(lat) & np.isfinite(lon)
-    for i in np.flatnonzero(ok):
-        out[i] = basic_int.latlng_to_cell(float(lat[i]), float(lon[i]), res)
-    return out
-
-
-def _geoindex_kernel() -> object | None:
-    """stream.geoindex's H3 kernel as an array function, or None while that module doesn't exist."""
-    try:
-        import stream.geoindex as geoindex
-    except ModuleNotFoundError as e:
-        if e.name != "stream.geoindex":
-            raise  # geoindex exists but something it needs is not installed: a real error
-        return None
-    except Exception as e:  # a broken geoindex must not stop sessionizing: h3-py gives the same ids
-        log.warning(
-            "stream.geoindex failed to import (%s: %s); cells via h3-py", type(e).__name__, e
-        )
-        return None
-    import numba
-
-    scalar = geoindex.latlng_to_cell
-    if not isinstance(scalar, numba.core.registry.CPUDispatcher):
-        return scalar  # already an array function (lat[], lon[], res) -> cells[]
-
-    @numba.njit(nogil=True)
-    def cells_array(lat: np.ndarray, lon: np.ndarray, res: int) -> np.ndarray:
-        out = np.zeros(len(lat), np.uint64)
-        for i in range(len(lat)):
-            if np.isfinite(lat[i]) and np.isfinite(lon[i]):
-                out[i] = scalar(lat[i], lon[i], res)
-        return out
-
-    return cells_array
-
-
-_GEOINDEX: object | None = _geoindex_kernel()
-CELLS_BACKEND = "stream.geoindex" if _GEOINDEX is not None else "h3-py"
-
-
 def cells_for(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """H3 cells (r7, r9, r12) as uint64 arrays; 0 where lat or lon is NaN.
-
-    The one place cells are computed: the numba kernel of stream.geoindex when it is importable,
-    h3-py per point otherwise (same ids, slower).
-    """
+    """H3 cells (r7, r9, r12) as uint64 arrays, each projected at its own resolution; 0 where lat
+    or lon is NaN. The one place sighting and reader cells are computed."""
     lat = np.ascontiguousarray(lat, dtype=np.float64)
     lon = np.ascontiguousarray(lon, dtype=np.float64)
-    if _GEOINDEX is not None:
-        cells = [np.asarray(_GEOINDEX(lat, lon, r), dtype=np.uint64) for r in H3_RESOLUTIONS]  # type: ignore[operator]
-        bad = ~(np.isfinite(lat) & np.isfinite(lon))
-        for c in cells:
-            c[bad] = 0
-    else:
-        cells = [_cells_h3py(lat, lon, r) for r in H3_RESOLUTIONS]
-    return cells[0], cells[1], cells[2]
+    r7, r9, r12 = (latlng_to_cell(lat, lon, r) for r in H3_RESOLUTIONS)
+    return r7, r9, r12
 
 
 def reference_sightings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import tempfile
 import time
 from pathlib import Path
@@ -70,8 +71,6 @@ async def _demo(
                 )
                 police = {"Authorization": f"Bearer {r.json()['key']}"}
                 got = await http.get("/v1/export/sightings", headers=admin)
-                import io
-
                 sightings = pq.read_table(io.BytesIO(got.content))
                 tags = sightings.column("tag_id").to_numpy()
                 if len(tags) == 0:

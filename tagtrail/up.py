@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from typing import Any
@@ -148,7 +149,7 @@ async def _up(settings: Settings, console: Console) -> None:
         write_running(
             settings,
             RunningPipeline(
-                pid=_pid(), kafka=p.bootstrap, api_url=p.api_url, admin_key=p.admin_key
+                pid=os.getpid(), kafka=p.bootstrap, api_url=p.api_url, admin_key=p.admin_key
             ),
         )
         console.print(
@@ -160,12 +161,6 @@ async def _up(settings: Settings, console: Console) -> None:
         finally:
             clear_running(settings)
     console.print("tagtrail stopped")
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def run_up(settings: Settings) -> None:

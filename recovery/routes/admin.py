@@ -36,7 +36,7 @@ async def import_readers(
 ) -> dict[str, int]:
     """Add or replace readers in the registry (store and the workers' registry topic)."""
     from store.writes import upsert_readers
-    from stream.geoindex import latlng_to_cells_multi
+    from stream.dedup import cells_for
 
     if not body.readers:
         raise HTTPException(422, "no readers given")
@@ -45,7 +45,7 @@ async def import_readers(
     n = len(body.readers)
     lat = np.array([r.lat if r.kind == "fixed" else np.nan for r in body.readers])
     lon = np.array([r.lon if r.kind == "fixed" else np.nan for r in body.readers])
-    cells = latlng_to_cells_multi(lat, lon, (7, 9, 12))
+    r7, r9, r12 = cells_for(lat, lon)
     cols = {
         "reader_id": np.array([r.reader_id for r in body.readers], np.uint32),
         "lat": lat,
@@ -53,9 +53,9 @@ async def import_readers(
         "kind": np.array([1 if r.kind == "fixed" else 2 for r in body.readers], np.int8),
         "gateway_id": np.zeros(n, np.uint32),
         "district": np.array([""] * n, dtype=object),
-        "h3_r7": cells[7],
-        "h3_r9": cells[9],
-        "h3_r12": cells[12],
+        "h3_r7": r7,
+        "h3_r9": r9,
+        "h3_r12": r12,
         "updated_at": np.full(n, accounts.now_ms(), np.int64),
     }
     await ctx.runner.run(upsert_readers, cols)
