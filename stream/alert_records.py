@@ -1,0 +1,75 @@
+"""Records on the hotlist and alerts topics: the contract between the recovery service and workers.
+
+hotlist (compacted, key = tag_id as 8 bytes big-endian): the current open case of a tag as JSON
+{"case_id", "tag_id", "stolen_at_ms", "status"}; a tombstone (value None) or a status other than
+open/spotted removes the tag from matching.
+
+alerts (key = case_id): JSON {"alert_id", "case_id", "tag_id", "reader_id", "first_ts",
+"last_ts", "lat", "lon", "h3_r9", "read_published_ms"}; alert_id is deterministic per
+(case, sighting identity), so redelivery and later extensions of a sighting never add an alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+MATCHING_STATUSES = frozenset({"open", "spotted"})
+
+
+@dataclass(frozen=True, slots=True)
+class HotlistEntry:
+    case_id: str
+    tag_id: int
+    stolen_at_ms: int
+    status: str = "open"
+
+    @property
+    def matching(self) -> bool:
+        return self.status in MATCHING_STATUSES
+
+
+def hotlist_key(tag_id: int) -> bytes:
+    return int(tag_id).to_bytes(8, "big")
+
+
+def encode_hotlist(entry: HotlistEntry) -> tuple[bytes, bytes]:
+    return hotlist_key(entry.tag_id), json.dumps(asdict(entry)).encode()
+
+
+def decode_hotlist(value: bytes | None) -> HotlistEntry | None:
+    if value is None:
+        return None
+    d = json.loads(value)
+    return HotlistEntry(
+        str(d["case_id"]), int(d["tag_id"]), int(d["stolen_at_ms"]), str(d.get("status", "open"))
+    )
+
+
+def alert_id(case_id: str, tag_id: int, reader_id: int, first_ts: int) -> str:
+    """Deterministic id of the alert for one (case, sighting identity)."""
+    raw = f"{case_id}|{tag_id}|{reader_id}|{first_ts}".encode()
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    case_id: str
+    tag_id: int
+    reader_id: int
+    first_ts: int
+    last_ts: int
+    lat: float
+    lon: float
+    h3_r9: int
+    # When the read that raised it was published by the gateway side (ms); for latency metrics.
+    read_published_ms: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> Alert:
+        return cls(**json.loads(value))
