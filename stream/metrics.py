@@ -25,3 +25,49 @@ SINK_BATCH_ROWS = Histogram(
 )
 SINK_SECONDS = Histogram("tagtrail_sink_insert_seconds", "Time of one store insert")
 HOTLIST_SIZE = Gauge("tagtrail_hotlist_size", "Open theft cases held by the worker")
+ALERTS = Counter("tagtrail_alerts_total", "Theft alerts produced")
+ALERT_LATENCY = Histogram(
+    "tagtrail_alert_latency_seconds",
+    "Gateway publish of the read to alert produced",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# --- Added by operations (issue 8): definitions the dashboards and alert rules use. Each
+# comment names where the metric must be updated; every process imports them from here so the
+# default registry never sees a name twice.
+
+# stream/worker.py: reads that only extended an existing sighting (reads in - new sightings).
+DUPLICATE_READS = Counter(
+    "tagtrail_duplicate_reads_total", "Reads collapsed into an existing sighting"
+)
+# tagtrail/metrics_server.py OpsPoller: committed offset of the consumer group vs end offset.
+CONSUMER_LAG = Gauge(
+    "tagtrail_consumer_lag",
+    "Messages not yet committed by the consumer group",
+    ["topic", "partition"],
+)
+# tagtrail/metrics_server.py OpsPoller, from store.health.reader_health over the silence window.
+READERS_SILENT = Gauge(
+    "tagtrail_reader_silent", "Registered readers with no reads or sightings in the window"
+)
+READERS_REGISTERED = Gauge("tagtrail_readers_registered", "Readers in the registry")
+# tagtrail/metrics_server.py instrument_api (route is the route template, bounded cardinality).
+API_REQUESTS = Counter(
+    "tagtrail_api_requests_total", "API requests by route template and status", ["route", "status"]
+)
+API_SECONDS = Histogram(
+    "tagtrail_api_request_seconds",
+    "API request latency by route template",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+# recovery (cases): theft report accepted -> first alert of that case.
+REPORT_TO_FIRST_ALERT = Histogram(
+    "tagtrail_report_to_first_alert_seconds",
+    "Theft report accepted to first alert of the case",
+    buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400),
+)
+# recovery (cases): open + spotted cases, refreshed when a case changes and periodically.
+OPEN_CASES = Gauge("tagtrail_open_cases", "Theft cases open or spotted")
+# recovery (cases): a case closed as recovered.
+RECOVERIES = Counter("tagtrail_recoveries_total", "Stolen bikes recovered")

@@ -40,8 +40,14 @@ async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 60
     offsets were committed), so two checks in this order are enough.
     """
     deadline = time.monotonic() + timeout_s
-    for topics in ([settings.topic_reads], [settings.topic_sightings]):
-        while await lag(bootstrap, settings.consumer_group, topics) > 0:
+    from stream.sink import sink_group
+
+    stages = (
+        (settings.consumer_group, settings.topic_reads),
+        (sink_group(settings), settings.topic_sightings),
+    )
+    for group, topic in stages:
+        while await lag(bootstrap, group, [topic]) > 0:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"pipeline did not drain {topics[0]} within {timeout_s:.0f} s")
+                raise TimeoutError(f"pipeline did not drain {topic} within {timeout_s:.0f} s")
             await asyncio.sleep(0.25)

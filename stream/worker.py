@@ -1,9 +1,9 @@
-"""The Faust worker: gateway batches in; dead letters, late reads and sighting upserts out.
+"""The Faust worker: gateway batches in; dead letters, late reads, sighting upserts, alerts out.
 
-One agent consumes the reads topic. Each message is a whole gateway batch: it is decoded and
-validated (bad input goes to the dead-letter topic with its reason), sessionized by the state of its
-partition (numba kernels, run off the event loop), and the resulting sighting upserts are published
-to the sightings topic before the input offset is acknowledged — so a crash replays, never loses.
+One agent consumes the reads topic, many gateway messages per step; `stream.processing` does the
+CPU work off the event loop. Outputs are published before the inputs are acknowledged, so a crash
+replays, never loses. Partition state is checkpointed to the data folder and, on assignment,
+restored and caught up to the committed offset, so sightings stay exact across restarts.
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.exceptions import WireError
-from ingest.reads import Reads
-from ingest.validate import split_invalid
-from ingest.wire import dead_letters_for, decode_structure, encode_batch, encode_dead_letter
 from stream import metrics
+from stream.checkpoint import CheckpointStore
+from stream.hotlist import HotlistFollower
+from stream.processing import Outcome, Processor
 from stream.registry import RegistryFollower
-from stream.sessionize import Sessionizer
-from stream.sighting_codec import encode_upserts
 from tagtrail.config import Settings
 
 log = logging.getLogger(__name__)
@@ -39,26 +37,12 @@ STEP_WITHIN_S = 0.02
 
 @dataclass
 class WorkerState:
-    """Per-partition sessionizers and counters of one worker process."""
+    """Counters of one worker process."""
 
-    sessionizers: dict[int, Sessionizer] = field(default_factory=dict)
-    registry_versions: dict[int, int] = field(default_factory=dict)
     messages: int = 0
     reads: int = 0
     upserts: int = 0
-
-
-@dataclass
-class Outcome:
-    """What one input message produced, ready to publish."""
-
-    dead: list[tuple[Any, bytes]] = field(default_factory=list)
-    dead_reasons: list[tuple[str, int]] = field(default_factory=list)
-    late: list[bytes] = field(default_factory=list)
-    upserts: list[bytes] = field(default_factory=list)
-    n_reads: int = 0
-    n_late: int = 0
-    n_upserts: int = 0
+    alerts: int = 0
 
 
 def exit_now(exc: BaseException) -> None:
@@ -73,15 +57,10 @@ def exit_now(exc: BaseException) -> None:
     os._exit(70)
 
 
-def build_worker_app(
-    settings: Settings,
-    bootstrap: str,
-    registry: RegistryFollower,
-    on_fatal: Callable[[BaseException], None] = exit_now,
-) -> faust.App:
-    """A Faust app whose agent turns the reads topic into sighting upserts."""
-    app = faust.App(
-        settings.consumer_group,
+def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
+    """A Faust app for raw-bytes topics that stream.topics has declared."""
+    return faust.App(
+        group,
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,
@@ -95,102 +74,137 @@ def build_worker_app(
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
+
+
+def build_worker_app(
+    settings: Settings,
+    bootstrap: str,
+    registry: RegistryFollower,
+    hotlist: HotlistFollower | None = None,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> faust.App:
+    """A Faust app whose agent turns the reads topic into sighting upserts and alerts."""
+    app = faust_app(settings, bootstrap, settings.consumer_group)
     state = WorkerState()
+    proc = Processor(settings, registry, hotlist)
+    checkpoints = CheckpointStore(settings.data_dir / "state" / settings.consumer_group)
     app.tagtrail_state = state  # type: ignore[attr-defined]
+    app.tagtrail_processor = proc  # type: ignore[attr-defined]
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernels")
+    lock = asyncio.Lock()  # one step, adoption or checkpoint at a time
+    last_checkpoint = {"at": time.monotonic()}
 
     reads_topic = app.topic(settings.topic_reads, value_type=bytes)
     dlq_topic = app.topic(settings.topic_dead_letter, value_type=bytes)
     late_topic = app.topic(settings.topic_late, value_type=bytes)
     sightings_topic = app.topic(settings.topic_sightings, value_type=bytes)
+    alerts_topic = app.topic(settings.topic_alerts, value_type=bytes)
 
-    def sessionizer(partition: int) -> Sessionizer:
-        s = state.sessionizers.get(partition)
-        if s is None:
-            s = state.sessionizers[partition] = Sessionizer(
-                gap_ms=settings.gap_ms,
-                max_lateness_ms=settings.max_lateness_ms,
-                registry=registry.registry,
-            )
-            state.registry_versions[partition] = registry.version
-        elif state.registry_versions.get(partition) != registry.version:
-            s.set_registry(registry.registry)
-            state.registry_versions[partition] = registry.version
-        return s
+    async def publish(res: Outcome) -> None:
+        sends: list[Awaitable[Any]] = []
+        for headers, value in res.dead:
+            sends.append(await dlq_topic.send(value=value, headers=headers))
+        for reason, n_bad in res.dead_reasons:
+            metrics.DEAD_LETTERS.labels(reason=reason).inc()
+            metrics.INVALID_READS.labels(reason=reason).inc(n_bad)
+        for value in res.late:
+            sends.append(await late_topic.send(value=value))
+        for value in res.upserts:
+            sends.append(await sightings_topic.send(value=value))
+        for alert in res.alerts:
+            sends.append(await alerts_topic.send(key=alert.case_id.encode(), value=alert.encode()))
+        if sends:
+            await asyncio.gather(*sends)
+        now_ms = time.time() * 1000
+        for alert in res.alerts:
+            metrics.ALERTS.inc()
+            if alert.read_published_ms:
+                metrics.ALERT_LATENCY.observe(max(now_ms - alert.read_published_ms, 0) / 1000)
+        state.alerts += len(res.alerts)
 
-    def handle(messages: list[tuple[bytes, str, int, int]]) -> Outcome:
-        """CPU part of a group of messages, run on the kernel thread (numba releases the GIL).
+    def save_checkpoints(partitions: list[int]) -> None:
+        for p in partitions:
+            if p in proc.partitions:
+                checkpoints.save(settings.topic_reads, p, proc.checkpoint(p))
 
-        Valid reads are gathered per partition and sessionized in one call each; the version is
-        the partition's highest input offset, which only grows, so later rows always win.
-        """
-        out = Outcome()
-        reg = registry.registry
-        now_ms = int(time.time() * 1000)
-        per_partition: dict[int, list[Reads]] = {}
-        top_offset: dict[int, int] = {}
-        gateway_of: dict[int, tuple[int, int]] = {}
-        for data, topic, partition, offset in messages:
-            where = {"topic": topic, "partition": partition, "offset": offset}
-            try:
-                batch = decode_structure(data)
-            except WireError as e:
-                out.dead.append(encode_dead_letter(e.reason, str(e), data, **where))
-                out.dead_reasons.append((e.reason, 0))
-                continue
-            valid, rejected = split_invalid(
-                batch, reg.reader_id, now_ms, settings.max_clock_skew_ms
-            )
-            out.dead.extend(dead_letters_for(batch, rejected, **where))
-            out.dead_reasons.extend((reason, len(bad)) for reason, bad in rejected)
-            per_partition.setdefault(partition, []).append(valid)
-            top_offset[partition] = max(top_offset.get(partition, -1), offset)
-            gateway_of[partition] = (batch.gateway_id, batch.batch_seq)
-            out.n_reads += len(valid)
-        for partition, parts in per_partition.items():
-            reads = Reads.concat(parts)
-            if not len(reads):
-                continue
-            changes = sessionizer(partition).process(reads, version=top_offset[partition] + 1)
-            if len(changes.late):
-                gw, seq = gateway_of[partition]
-                out.late.append(encode_batch(changes.late, gw, seq))
-                out.n_late += len(changes.late)
-            n = len(changes.rows["tag_id"])
-            if n:
-                out.upserts.append(encode_upserts(changes.rows))
-                out.n_upserts += n
-        return out
+    async def catch_up(partition: int, start: int) -> None:
+        """Re-apply messages [start, committed) that a checkpoint does not cover."""
+        tp = TopicPartition(settings.topic_reads, partition)
+        side = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+        )
+        await side.start()
+        try:
+            side.assign([tp])
+            committed = await side.committed(tp)
+            if committed is None or committed <= start:
+                return
+            side.seek(tp, start)
+            loop = asyncio.get_running_loop()
+            while True:
+                batch = (await side.getmany(tp, timeout_ms=1000, max_records=2000)).get(tp, [])
+                msgs = [
+                    (bytes(m.value), tp.topic, partition, m.offset, float(m.timestamp))
+                    for m in batch
+                    if m.offset < committed
+                ]
+                if msgs:
+                    await publish(await loop.run_in_executor(pool, proc.step, msgs))
+                if not batch or batch[-1].offset + 1 >= committed:
+                    break
+        finally:
+            await side.stop()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_reads)
+        async with lock:
+            loop = asyncio.get_running_loop()
+            for p in mine:
+                if p in proc.partitions:
+                    continue  # kept across this rebalance: the state is current
+                ckpt = await loop.run_in_executor(pool, checkpoints.load, settings.topic_reads, p)
+                offset = proc.adopt(p, ckpt)
+                await catch_up(p, offset + 1)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        gone = sorted(tp.partition for tp in revoked if tp.topic == settings.topic_reads)
+        async with lock:
+            await asyncio.get_running_loop().run_in_executor(pool, save_checkpoints, gone)
+            for p in gone:
+                proc.partitions.pop(p, None)
 
     @app.agent(reads_topic)
     async def process_reads(stream: faust.StreamT[bytes]) -> None:
         await registry.caught_up.wait()
+        if hotlist is not None:
+            await hotlist.caught_up.wait()
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(MAX_MESSAGES_PER_STEP, within=STEP_WITHIN_S):
             t0 = time.perf_counter()
             work = [
-                (bytes(e.value), e.message.topic, e.message.partition, e.message.offset)
+                (
+                    bytes(e.value),
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    float(e.message.timestamp) * 1000,
+                )
                 for e in events
             ]
-            try:
-                res = await loop.run_in_executor(pool, handle, work)
-            except Exception as e:  # a bug, not bad input (bad input is dead-lettered)
-                on_fatal(e)
-                raise
-            sends: list[Awaitable[Any]] = []
-            for headers, value in res.dead:
-                sends.append(await dlq_topic.send(value=value, headers=headers))
-            for reason, n_bad in res.dead_reasons:
-                metrics.DEAD_LETTERS.labels(reason=reason).inc()
-                metrics.INVALID_READS.labels(reason=reason).inc(n_bad)
-            for value in res.late:
-                sends.append(await late_topic.send(value=value))
-            for value in res.upserts:
-                sends.append(await sightings_topic.send(value=value))
+            async with lock:
+                try:
+                    res = await loop.run_in_executor(pool, proc.step, work)
+                    await publish(res)
+                    if time.monotonic() - last_checkpoint["at"] >= settings.checkpoint_interval_s:
+                        last_checkpoint["at"] = time.monotonic()
+                        await loop.run_in_executor(pool, save_checkpoints, list(proc.partitions))
+                except Exception as e:  # a bug or a broker failure: never ack what failed
+                    on_fatal(e)
+                    raise
             # Outputs are durable before these inputs are acknowledged (when the next step is
             # taken), so at worst a crash re-publishes upserts that the store deduplicates.
-            if sends:
-                await asyncio.gather(*sends)
             state.messages += len(events)
             state.reads += res.n_reads
             state.upserts += res.n_upserts

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_clock_skew_ms: int = Field(default=600_000, gt=0)  # reads further in the future are invalid
     gap_ms: int = Field(default=30_000, gt=0)
     max_lateness_ms: int = Field(default=48 * 3600 * 1000, gt=0)
+    checkpoint_interval_s: float = Field(default=10.0, gt=0)
     sink_batch_max_rows: int = Field(default=200_000, gt=0)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     sightings_ttl_days: int = Field(default=180, ge=1)

@@ -18,8 +18,9 @@ from rich.console import Console
 from deploy.kafka.broker import LocalKafka, metadata_ok
 from store.runner import StoreRunner
 from stream.exceptions import BrokerUnavailable
+from stream.hotlist import HotlistFollower
 from stream.registry import RegistryFollower
-from stream.sink import add_sink_agent
+from stream.sink import build_sink_app
 from stream.topics import ensure_topics
 from stream.worker import build_worker_app, exit_now
 from tagtrail.config import Settings
@@ -50,7 +51,9 @@ class Pipeline:
         self.bootstrap = settings.kafka
         self.runner: StoreRunner | None = None
         self.registry: RegistryFollower | None = None
+        self.hotlist: HotlistFollower | None = None
         self.app: Any = None
+        self.sink_app: Any = None
         self.api: Any = None
         self.server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -85,9 +88,14 @@ class Pipeline:
         await ensure_topics(s, self.bootstrap)
         self.registry = RegistryFollower(self.bootstrap, s.topic_readers)
         await self.registry.start()
-        self.app = build_worker_app(s, self.bootstrap, self.registry, on_fatal=self._fatal)
-        add_sink_agent(self.app, s, self.runner)
+        self.hotlist = HotlistFollower(self.bootstrap, s.topic_hotlist)
+        await self.hotlist.start()
+        self.app = build_worker_app(
+            s, self.bootstrap, self.registry, self.hotlist, on_fatal=self._fatal
+        )
+        self.sink_app = build_sink_app(s, self.bootstrap, self.runner, on_fatal=self._fatal)
         await self.app.start()
+        await self.sink_app.start()
         ctx = ServiceContext(settings=s, runner=self.runner, bootstrap=self.bootstrap)
         self.api = create_api(ctx)
         await ctx.start()
@@ -122,8 +130,12 @@ class Pipeline:
             await self._ctx.stop()
         if self.app is not None:
             await self.app.stop()
+        if self.sink_app is not None:
+            await self.sink_app.stop()
         if self.registry is not None:
             await self.registry.stop()
+        if self.hotlist is not None:
+            await self.hotlist.stop()
         if self.runner is not None:
             await asyncio.to_thread(self.runner.close)
         if self.broker is not None:
