@@ -28,7 +28,7 @@ import h3
 import numba
 import numpy as np
 
-from stream.geoindex import latlng_to_cell
+from stream.geoindex import latlng_to_cell, latlng_to_cells_multi
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench_geoindex.json"
@@ -98,6 +98,16 @@ def bench(n: int, res: int, repeats: int) -> dict:
     rows["tagtrail numba, 1 thread"] = {"seconds": t1}
     tn = _best_of(lambda: latlng_to_cell(lat, lng, res), repeats)
     rows[f"tagtrail numba, {numba.get_num_threads()} threads"] = {"seconds": tn}
+    multi_res = (7, 9, 12)
+    latlng_to_cells_multi(lat[:100_000], lng[:100_000], multi_res, mode="direct")
+    tm = _best_of(lambda: latlng_to_cells_multi(lat, lng, multi_res, mode="direct"), repeats)
+    multi = {
+        "resolutions": list(multi_res),
+        "threads": numba.get_num_threads(),
+        "seconds": tm,
+        "points_per_s": n / tm,
+        "note": "latlng_to_cells_multi(mode='direct'): exact cells at all three resolutions",
+    }
 
     m = min(n, H3_SUBSAMPLE)
     t = time.perf_counter()
@@ -138,7 +148,13 @@ def bench(n: int, res: int, repeats: int) -> dict:
     }
     for row in rows.values():
         row["points_per_s"] = n / row["seconds"]
-    return {"rows": rows, "lat_lng_source": "uniform on the sphere", "n": n, "res": res}
+    return {
+        "rows": rows,
+        "multi_direct": multi,
+        "lat_lng_source": "uniform on the sphere",
+        "n": n,
+        "res": res,
+    }
 
 
 def verify(n: int, chunk: int = 1_000_000) -> int:
@@ -177,9 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.verify:
         return verify(args.verify)
+    load_before = os.getloadavg()
     result = bench(args.n, args.res, args.repeats)
     result["compile"] = compile_times()
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        # The machine is shared: the 1/5/15-minute load averages say how quiet it was.
+        "loadavg_before": list(load_before),
+        "loadavg_after": list(os.getloadavg()),
+    }
     rows = result["rows"]
     peers = min(rows["polars-h3 (h3o)"]["seconds"], rows["ClickHouse geoToH3 via chdb"]["seconds"])
     h3py = rows["h3-py per point (extrapolated)"]["seconds"]
@@ -195,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             row["speedup_vs_h3py"] = h3py / row["seconds"]
             row["speedup_vs_best_vectorised_peer"] = peers / row["seconds"]
             print(f"{name}: {peers / row['seconds']:.2f}x the faster vectorised peer")
+    m = result["multi_direct"]
+    print(
+        f"multi-resolution direct {tuple(m['resolutions'])}, {m['threads']} threads:"
+        f" {m['seconds']:.3f} s, {m['points_per_s'] / 1e6:.2f} M points/s"
+    )
     c = result["compile"]
     print(
         f"first call incl. import: cold cache (compile) {c['cold_cache_s']:.2f} s,"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,7 +13,10 @@ from aiokafka import AIOKafkaProducer
 from fastapi import Depends, HTTPException, Request
 
 from recovery.auth import Principal, Role, hash_key, new_key
-from store import accounts
+from recovery.batching import GroupCommit
+from recovery.notify import Notifier
+from recovery.ratelimit import RateLimiter
+from store import accounts, cases
 from store.runner import StoreRunner
 from tagtrail.config import Settings
 
@@ -27,21 +32,63 @@ class ServiceContext:
     bootstrap: str
     producer: AIOKafkaProducer | None = None
     local_admin_key: str = ""
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    notifier: Notifier | None = None
+    # Follow the alerts topic into the store (one API process per store should).
+    follow_alerts: bool = True
+    # Optional map tiles for the console ({z}/{x}/{y} template); empty draws without tiles.
+    tile_url: str = ""
     _local_admin_hash: str = ""
     _key_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    feed: Any = None
+    audit_log: GroupCommit[dict[str, Any]] = field(init=False)
+    case_writes: GroupCommit[tuple[dict[str, Any], str, str]] = field(init=False)
+    _tag_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.audit_log = GroupCommit(self.runner, accounts.audit_batch)
+        self.case_writes = GroupCommit(self.runner, cases.write_cases)
+
+    def tag_lock(self, tag_id: int) -> asyncio.Lock:
+        """Serialises case changes of one tag (check-then-write, and hotlist order)."""
+        lock = self._tag_locks.get(tag_id)
+        if lock is None:
+            # Locks of idle tags are dropped now and then; thousands of open cases at most.
+            if len(self._tag_locks) > 10_000:
+                self._tag_locks = {t: lk for t, lk in self._tag_locks.items() if lk.locked()}
+            lock = self._tag_locks[tag_id] = asyncio.Lock()
+        return lock
 
     async def start(self) -> None:
+        from recovery import casework
+        from recovery.alert_feed import AlertFeed
+
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
         )
         await self.producer.start()
+        if self.notifier is None:
+            self.notifier = Notifier()
         # A per-run admin key for the local CLI (written to the 0600 run file, never logged).
         key, _, key_hash = new_key(Role.admin)
         self.local_admin_key, self._local_admin_hash = key, key_hash
+        # A crash between storing a case and publishing it must not leave it off the hotlist.
+        await casework.republish_active(self)
+        if self.follow_alerts:
+            self.feed = AlertFeed(self)
+            await self.feed.start()
 
     async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
+        if self.notifier is not None:
+            await self.notifier.close()
         if self.producer is not None:
             await self.producer.stop()
+
+    def forget_keys(self) -> None:
+        """Drop cached key lookups (after a revocation, so it applies at once)."""
+        self._key_cache.clear()
 
     async def principal_for(self, key: str) -> Principal | None:
         h = hash_key(key)
@@ -92,6 +139,12 @@ async def get_principal(request: Request, ctx: Ctx) -> Principal:
     if p is None:
         raise HTTPException(
             401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    # The per-run local admin key (the operator's own CLI on this machine) is not limited.
+    wait_s = 0.0 if p.key_id == "local-admin" else ctx.limiter.take(p.key_id)
+    if wait_s > 0:
+        raise HTTPException(
+            429, "rate limit exceeded for this key", headers={"Retry-After": str(math.ceil(wait_s))}
         )
     return p
 

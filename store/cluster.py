@@ -17,6 +17,7 @@ _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)(?:\s*\(([^)]*)\))?")
 _CREATE_MV = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\b", re.S)
 _FROM = re.compile(r"\bFROM (\w+)")
 _ALTER = re.compile(r"^ALTER TABLE (\w+)\b")
+_INSERT = re.compile(r"^INSERT INTO \w+\b")
 _ORDER_BY = re.compile(r"ORDER BY \(?\s*(\w+)")
 
 # Tables whose rows must land on the shard of their tag (the identity includes tag_id); the
@@ -25,6 +26,8 @@ _ORDER_BY = re.compile(r"ORDER BY \(?\s*(\w+)")
 _SHARD_KEYS = {
     "sightings": "cityHash64(tag_id)",
     "sightings_by_cell": "cityHash64(tag_id)",
+    "sightings_by_time": "cityHash64(tag_id)",
+    "tag_reader_latest": "cityHash64(tag_id)",
     "raw_reads": "cityHash64(tag_id)",
     "audit_log": "rand()",
     "schema_migrations": "rand()",
@@ -68,4 +71,7 @@ def render_for_cluster(stmt: str, cluster: str) -> list[str]:
         return [head + body]
     if m := _ALTER.match(stmt):
         return [f"ALTER TABLE {m.group(1)}_local ON CLUSTER {c}" + stmt[m.end() :]]
+    if _INSERT.match(stmt):
+        # A backfill: through the Distributed tables, run once from the migrating node.
+        return [stmt]
     raise MigrationError(f"cannot render for a cluster: {stmt[:80]!r}")

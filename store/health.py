@@ -17,7 +17,7 @@ class ReaderHealth:
     registered: np.ndarray  # bool: present in the readers registry
     reads: np.ndarray  # uint64 raw reads in the window (0 if raw reads are not stored)
     tags: np.ndarray  # uint64 distinct tags seen
-    sightings: np.ndarray  # uint64 distinct sightings begun
+    sightings: np.ndarray  # uint64 live sightings begun (retracted identities subtracted)
     last_active_ms: np.ndarray  # int64 start of the last active minute, -1 if none
     reads_per_min: np.ndarray  # float64 over the whole window
 
@@ -33,7 +33,8 @@ def reader_health(store: Store, from_ms: int, to_ms: int) -> ReaderHealth:
     reg = b.query_columns("SELECT reader_id FROM readers FINAL ORDER BY reader_id")
     act = b.query_columns(
         "SELECT reader_id, sum(reads) AS reads, uniqMerge(tags) AS tags, "
-        "uniqMerge(sightings) AS sightings, max(minute_ms) AS last_minute "
+        "greatest(toInt64(uniqMerge(sightings)) - toInt64(uniqMerge(retracted)), 0) AS sightings, "
+        "max(minute_ms) AS last_minute "
         "FROM reader_minute "
         "WHERE minute_ms >= intDiv({from:Int64}, 60000) * 60000 AND minute_ms < {to:Int64} "
         "GROUP BY reader_id ORDER BY reader_id",

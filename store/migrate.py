@@ -16,6 +16,7 @@ from pathlib import Path
 from store.backend import StoreBackend
 from store.cluster import render_for_cluster
 from store.exceptions import HalfAppliedMigration, MigrationError, StoreError
+from store.ttl import sync_ttls
 from tagtrail.config import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -118,6 +119,7 @@ def migrate(
 ) -> list[str]:
     """Bring the schema to the latest version; return the names of the migrations applied now.
 
+    Afterwards each table's TTL is brought to the configured retention (`store.ttl`).
     Raises `HalfAppliedMigration` if an earlier run stopped inside a migration (pass
     `resume=True` to re-run it: its statements are idempotent), and `MigrationError` if an
     applied migration's file has changed since, or a statement fails (naming file and statement).
@@ -156,6 +158,8 @@ def migrate(
                 ) from e
         _record(backend, m, "applied", len(stmts))
         applied.append(m.name)
+    # Tables created by an earlier run keep the TTL they were rendered with: follow the settings.
+    sync_ttls(backend, settings)
     return applied
 
 

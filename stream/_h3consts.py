@@ -21,8 +21,9 @@ EPSILON = 0.0000000000000001
 SQRT7 = 2.6457513110645905905016157536392604257102
 # Class II -> Class III axis rotation, asin(sqrt(3/28)).
 AP7_ROT_RADS = 0.333473172251832115336090755351601070065900389
-# Resolution-0 hex2d unit length in gnomonic units.
+# Resolution-0 hex2d unit length in gnomonic units, and its inverse as H3 4.x writes it.
 RES0_U_GNOMONIC = 0.38196601125010500003
+INV_RES0_U_GNOMONIC = 2.61803398874989588842
 # 1 / sin(60 deg)
 RSIN60 = 1.1547005383792515290182975610039149112953
 
@@ -108,7 +109,26 @@ FACE_AXIS_AZ = np.array(
     dtype=np.float64,
 )
 
-# sin/cos of the face-centre latitudes, computed once with the platform libm (the same
-# libm H3 calls per point, so the values are identical to recomputing them).
-FACE_SIN_LAT = np.array([math.sin(v) for v in FACE_CENTER_GEO[:, 0]], dtype=np.float64)
-FACE_COS_LAT = np.array([math.cos(v) for v in FACE_CENTER_GEO[:, 0]], dtype=np.float64)
+
+def _tangent_basis(c: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """North and east unit vectors of the tangent plane at face centre ``c``.
+
+    Computed with the same double operations, in the same order, as H3 4.5 does at run
+    time (north = normalise(pole - (pole . c) c), east = north x c), so the per-point
+    azimuths agree to the last bit.
+    """
+    cx, cy, cz = (float(v) for v in c)
+    pole_dot = 0.0 * cx + 0.0 * cy + 1.0 * cz
+    nx = 1.0 * 0.0 + -pole_dot * cx
+    ny = 1.0 * 0.0 + -pole_dot * cy
+    nz = 1.0 * 1.0 + -pole_dot * cz
+    norm = math.sqrt(nx * nx + ny * ny + nz * nz)
+    inv = 1.0 / norm
+    nx, ny, nz = nx * inv, ny * inv, nz * inv
+    east = (ny * cz - nz * cy, nz * cx - nx * cz, nx * cy - ny * cx)
+    return (nx, ny, nz), east
+
+
+_BASES = [_tangent_basis(c) for c in FACE_CENTER_XYZ]
+FACE_NORTH = np.array([b[0] for b in _BASES], dtype=np.float64)
+FACE_EAST = np.array([b[1] for b in _BASES], dtype=np.float64)

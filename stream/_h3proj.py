@@ -17,11 +17,10 @@ from stream._h3consts import (
     AP7_ROT_RADS,
     EPSILON,
     FACE_AXIS_AZ,
-    FACE_CENTER_GEO,
     FACE_CENTER_XYZ,
-    FACE_COS_LAT,
-    FACE_SIN_LAT,
-    RES0_U_GNOMONIC,
+    FACE_EAST,
+    FACE_NORTH,
+    INV_RES0_U_GNOMONIC,
     RSIN60,
     SQRT7,
     TWO_PI,
@@ -33,11 +32,10 @@ DIGITS_UNUSED = np.uint64((1 << 45) - 1)
 ROT60_CCW = np.array([0, 5, 3, 1, 6, 4, 2, 7], dtype=np.int64)
 ROT60_CW = np.array([0, 3, 6, 2, 5, 1, 4, 7], dtype=np.int64)
 
-_FCG = FACE_CENTER_GEO
 _FCX = FACE_CENTER_XYZ
 _FAZ = FACE_AXIS_AZ
-_FSL = FACE_SIN_LAT
-_FCL = FACE_COS_LAT
+_FNORTH = FACE_NORTH
+_FEAST = FACE_EAST
 
 
 @njit(cache=True, nogil=True)
@@ -50,13 +48,19 @@ def pos_angle(rads: float) -> float:
 
 
 @njit(cache=True, nogil=True)
-def geo_to_hex2d(lat: float, lng: float, res: int) -> tuple[int, float, float]:
-    """Nearest face and hex2d (x, y) of a point (radians) at resolution ``res``."""
+def latlng_to_vec3(lat: float, lng: float) -> tuple[float, float, float]:
+    """Unit vector of a point given in radians (no longitude normalisation needed)."""
     clat = math.cos(lat)
-    slat = math.sin(lat)
-    px = math.cos(lng) * clat
-    py = math.sin(lng) * clat
-    pz = slat
+    return math.cos(lng) * clat, math.sin(lng) * clat, math.sin(lat)
+
+
+@njit(cache=True, nogil=True)
+def vec3_to_hex2d(px: float, py: float, pz: float, res: int) -> tuple[int, float, float]:
+    """Nearest face and hex2d (x, y) of a unit vector at resolution ``res``.
+
+    The H3 4.5 vector formulation: chord distance to the face centre gives the angle,
+    the azimuth is measured in the face centre's tangent plane (north/east basis).
+    """
     # Nearest face centre by squared chord length (same test and tie rule as H3).
     face = 0
     sqd = 5.0
@@ -68,25 +72,43 @@ def geo_to_hex2d(lat: float, lng: float, res: int) -> tuple[int, float, float]:
         if d < sqd:
             face = f
             sqd = d
-    r = math.acos(1.0 - sqd / 2.0)
+    r = math.acos(1.0 - sqd * 0.5)
     if r < EPSILON:
         return face, 0.0, 0.0
-    # Azimuth from the face centre to the point (spherical trigonometry).
-    dl = lng - _FCG[face, 1]
+    # Azimuth: project the point onto the tangent plane at the face centre.
+    cx = _FCX[face, 0]
+    cy = _FCX[face, 1]
+    cz = _FCX[face, 2]
+    dot = px * cx + py * cy + pz * cz
+    qx = px + -dot * cx
+    qy = py + -dot * cy
+    qz = pz + -dot * cz
+    norm = math.sqrt(qx * qx + qy * qy + qz * qz)
+    if norm != 0.0:
+        inv = 1.0 / norm
+        qx *= inv
+        qy *= inv
+        qz *= inv
     az = math.atan2(
-        clat * math.sin(dl),
-        _FCL[face] * slat - _FSL[face] * clat * math.cos(dl),
+        qx * _FEAST[face, 0] + qy * _FEAST[face, 1] + qz * _FEAST[face, 2],
+        qx * _FNORTH[face, 0] + qy * _FNORTH[face, 1] + qz * _FNORTH[face, 2],
     )
     theta = pos_angle(_FAZ[face] - pos_angle(az))
     if res & 1:
         # Class III grids are rotated against the Class II face axes.
         theta = pos_angle(theta - AP7_ROT_RADS)
     # Gnomonic: great-circle distance -> planar distance, then to hex units of `res`.
-    r = math.tan(r)
-    r /= RES0_U_GNOMONIC
+    r = math.tan(r) * INV_RES0_U_GNOMONIC
     for _ in range(res):
         r *= SQRT7
     return face, r * math.cos(theta), r * math.sin(theta)
+
+
+@njit(cache=True, nogil=True)
+def geo_to_hex2d(lat: float, lng: float, res: int) -> tuple[int, float, float]:
+    """Nearest face and hex2d (x, y) of a point (radians) at resolution ``res``."""
+    px, py, pz = latlng_to_vec3(lat, lng)
+    return vec3_to_hex2d(px, py, pz, res)
 
 
 @njit(cache=True, nogil=True)

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         OUT.write_text(render(tables))
         # numba's cache only tracks the kernel module's own source, not the tables it
         # reads as globals: drop the cached kernels so they recompile with the new tables.
-        for stale in OUT.parent.glob("__pycache__/_h3kernels*.nb*"):
+        for stale in OUT.parent.glob("__pycache__/_h3*.nb*"):
             stale.unlink()
         print(f"wrote {OUT}")
     for p in problems:

@@ -1,14 +1,14 @@
 """Vectorised H3 geo-index for the stream: exact latlng->cell in numba, parents, strings.
 
-Front door over ``stream._h3kernels``. Every function takes and returns numpy arrays and
-never raises in the middle of a batch: an element that cannot be indexed (NaN or
-infinite coordinate, |lat| > 90, bad resolution) yields cell 0, so callers can count
+Front door over ``stream._h3fast`` (vectorised block kernels) and ``stream._h3kernels``
+(the exact H3 4.5 formulation they fall back to). Every function takes and returns numpy
+arrays and never raises in the middle of a batch: an element that cannot be indexed (NaN
+or infinite coordinate, |lat| > 90) yields cell 0, so callers can count
 ``(cells == 0).sum()`` and route those reads to the dead-letter topic.
 
-Results agree with h3-py 4.5 on random points worldwide and on the H3 conformance
-vectors. Points lying *exactly* on a cell edge or vertex (to the last bit) are ties
-that H3 4.5 breaks with a different floating-point formulation; for those a minority
-of results name the neighbouring cell (see tests/stream/test_geoindex.py).
+Results agree bit for bit with h3-py 4.5, including points lying exactly on a cell edge
+or vertex (ties that only the same floating-point formulation breaks the same way): the
+fast kernels hand every point too close to a boundary to the exact formulation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from collections.abc import Iterable, Sequence
 import h3
 import numpy as np
 
-from stream._h3kernels import cells_parallel, cells_serial, from_hex, parents, to_hex
+from stream._h3fast import (
+    fast_cells_multi,
+    fast_cells_multi_serial,
+    fast_cells_parallel,
+    fast_cells_serial,
+)
+from stream._h3kernels import from_hex, parents, to_hex
 
 MAX_RES = 15
 # Below this many points thread start-up costs more than it saves.
@@ -50,7 +56,7 @@ def latlng_to_cell(
     if la.size != ln.size:
         raise ValueError(f"lat and lng lengths differ: {la.size} != {ln.size}")
     out = np.empty(la.size, dtype=np.uint64)
-    kernel = cells_parallel if parallel and la.size >= _PARALLEL_MIN else cells_serial
+    kernel = fast_cells_parallel if parallel and la.size >= _PARALLEL_MIN else fast_cells_serial
     kernel(la, ln, int(res), out)
     return out
 
@@ -80,14 +86,27 @@ def latlng_to_cells_multi(
     (roll-ups by parent cell add up). H3 children overhang their parent, so for points
     near a coarse cell's edge (~7% of random points at res 7 from res 12) the parent
     is the neighbour of the cell that geometrically contains the point.
-    ``mode="direct"`` projects at every resolution and equals ``latlng_to_cell`` for each.
+    ``mode="direct"`` equals ``latlng_to_cell`` for each resolution; it computes each
+    point's unit vector and face once and only the hexagon search per resolution.
     """
     if mode not in ("parent", "direct"):
         raise ValueError(f"mode must be 'parent' or 'direct', got {mode!r}")
     if not resolutions:
         return {}
     if mode == "direct":
-        return {r: latlng_to_cell(lat, lng, r, parallel=parallel) for r in resolutions}
+        res_arr = np.array([int(r) for r in resolutions], dtype=np.int64)
+        if res_arr.min() < 0 or res_arr.max() > MAX_RES:
+            raise ValueError(f"resolutions must be in 0..{MAX_RES}, got {list(resolutions)}")
+        la = _as_f64(lat)
+        ln = _as_f64(lng)
+        if la.size != ln.size:
+            raise ValueError(f"lat and lng lengths differ: {la.size} != {ln.size}")
+        out = np.empty((res_arr.size, la.size), dtype=np.uint64)
+        if parallel and la.size >= _PARALLEL_MIN:
+            fast_cells_multi(la, ln, res_arr, out)
+        else:
+            fast_cells_multi_serial(la, ln, res_arr, out)
+        return {int(r): out[row] for row, r in enumerate(res_arr)}
     finest = max(resolutions)
     base = latlng_to_cell(lat, lng, finest, parallel=parallel)
     return {r: base if r == finest else cell_to_parent(base, r) for r in resolutions}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ingest import exceptions as _ingest_errors
+
 READS_IN = Counter("tagtrail_reads_total", "Valid reads accepted by the workers")
 INVALID_READS = Counter("tagtrail_invalid_reads_total", "Reads rejected, by reason", ["reason"])
 DEAD_LETTERS = Counter(
@@ -71,3 +73,10 @@ REPORT_TO_FIRST_ALERT = Histogram(
 OPEN_CASES = Gauge("tagtrail_open_cases", "Theft cases open or spotted")
 # recovery (cases): a case closed as recovered.
 RECOVERIES = Counter("tagtrail_recoveries_total", "Stolen bikes recovered")
+
+# Every reason series exists from the start at 0, so the first rejection already shows in rate()
+# (a labelled counter that appears at its first increment hides that increment).
+for _reason in _ingest_errors.REASONS:
+    DEAD_LETTERS.labels(reason=_reason)
+for _reason in _ingest_errors.READ_REASONS:
+    INVALID_READS.labels(reason=_reason)

@@ -64,6 +64,7 @@ def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,
+        datadir=str(settings.data_dir / "faust"),  # not the working directory
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.partitions,
@@ -73,6 +74,9 @@ def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
         producer_max_request_size=16 * 1024 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # A killed worker's partitions move to the others after this long without heartbeats.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from benchmarks.cli import bench_app
 from tagtrail.config import Settings, load_settings
 from tagtrail.errors import TagtrailError
 
@@ -28,6 +29,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(keys_app, name="keys")
 app.add_typer(export_app, name="export")
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True, soft_wrap=True)
 out_console = Console()
@@ -43,6 +45,30 @@ def up() -> None:
     from tagtrail.up import run_up
 
     run_up(_settings())
+
+
+@app.command()
+def worker() -> None:
+    """Run a stream worker (reads -> sightings and alerts); several form one consumer group."""
+    from tagtrail.services import run_worker
+
+    run_worker(_settings())
+
+
+@app.command()
+def sink() -> None:
+    """Run the sink (sightings topic -> store); it owns the embedded store folder."""
+    from tagtrail.services import run_sink
+
+    run_sink(_settings())
+
+
+@app.command()
+def api() -> None:
+    """Run the recovery API alone (with a ClickHouse server; embedded stores are owned by `up`)."""
+    from tagtrail.services import run_api
+
+    run_api(_settings())
 
 
 @app.command()

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGTRAIL_", frozen=True, extra="ignore")
 
     data_dir: Path = Path("./data")
+    log_level: str = Field(default="WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     # ClickHouse server DSN; empty means the embedded chdb store in data_dir/clickhouse.
     clickhouse: str = ""
     # Kafka bootstrap servers; empty means: start (or find) the local broker.
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    api_rate_per_s: float = Field(default=50.0, gt=0)  # per API key
+    api_rate_burst: int = Field(default=200, ge=1)
+    console_tile_url: str = ""  # optional map tiles for the police console; none: offline drawing
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
     topic_reads: str = "tag-reads"
@@ -43,6 +47,7 @@ class Settings(BaseSettings):
     max_clock_skew_ms: int = Field(default=600_000, gt=0)  # reads further in the future are invalid
     gap_ms: int = Field(default=30_000, gt=0)
     max_lateness_ms: int = Field(default=48 * 3600 * 1000, gt=0)
+    session_timeout_s: float = Field(default=10.0, ge=6, le=300)  # consumer group liveness
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
     sink_batch_max_rows: int = Field(default=200_000, gt=0)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)

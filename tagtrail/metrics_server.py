@@ -31,11 +31,12 @@ SILENCE_WINDOW_MS = 15 * 60_000
 def serve_metrics(settings: Settings) -> int:
     """Expose the default registry on settings.metrics_port (worker/sink processes); 0 = off.
 
-    Returns the port served, or 0. Raises OSError when the port is taken.
+    Binds settings.api_host, the process's one bind address (0.0.0.0 in containers, so
+    Prometheus can scrape it). Returns the port served, or 0; OSError when the port is taken.
     """
     if settings.metrics_port == 0:
         return 0
-    start_http_server(settings.metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped from outside
+    start_http_server(settings.metrics_port, addr=settings.api_host)
     return settings.metrics_port
 
 
@@ -44,8 +45,11 @@ def instrument_api(app: Any) -> None:
 
     Must be called before the app serves its first request (Starlette builds its middleware
     stack then). Unmatched paths are labelled "unmatched" so a scanner cannot blow up the
-    label cardinality.
+    label cardinality. Calling it twice on one app is a no-op (counts are never doubled).
     """
+    if getattr(app.state, "tagtrail_instrumented", False):
+        return
+    app.state.tagtrail_instrumented = True
 
     @app.middleware("http")
     async def _observe(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -84,10 +88,15 @@ class OpsPoller:
         self.bootstrap = bootstrap
         self.store_call = store_call
         self.interval_s = interval_s
-        # consumer group -> topics it consumes; in `up` one group consumes reads and sightings.
-        self.groups = groups or {
-            settings.consumer_group: [settings.topic_reads, settings.topic_sightings]
-        }
+        # consumer group -> topics: the workers' group reads, the sinks' group sightings.
+        if groups is None:
+            from stream.sink import sink_group
+
+            groups = {
+                settings.consumer_group: [settings.topic_reads],
+                sink_group(settings): [settings.topic_sightings],
+            }
+        self.groups = groups
         self.polls = 0
         self._task: asyncio.Task[None] | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -124,11 +133,14 @@ class OpsPoller:
         self.polls += 1
 
     async def _poll_lag(self) -> None:
-        assert self._admin is not None and self._consumer is not None, "start() first"
+        if self._admin is None or self._consumer is None:
+            raise RuntimeError("OpsPoller.start() was not called")
         meta = await self._consumer._client.fetch_all_metadata()
         for group, topics in self.groups.items():
             tps = [
-                TopicPartition(t, p) for t in topics for p in sorted(meta.partitions_for_topic(t) or ())
+                TopicPartition(t, p)
+                for t in topics
+                for p in sorted(meta.partitions_for_topic(t) or ())
             ]
             if not tps:
                 continue
@@ -144,7 +156,8 @@ class OpsPoller:
     async def _poll_readers(self) -> None:
         from store.health import reader_health
 
-        assert self.store_call is not None
+        if self.store_call is None:
+            return
         now_ms = int(time.time() * 1000)
         health = await self.store_call(reader_health, now_ms - SILENCE_WINDOW_MS, now_ms)
         metrics.READERS_REGISTERED.set(int(health.registered.sum()))

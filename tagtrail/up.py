@@ -16,6 +16,7 @@ import uvicorn
 from rich.console import Console
 
 from deploy.kafka.broker import LocalKafka, metadata_ok
+from recovery.ratelimit import RateLimiter
 from store.runner import StoreRunner
 from stream.exceptions import BrokerUnavailable
 from stream.hotlist import HotlistFollower
@@ -25,6 +26,7 @@ from stream.topics import ensure_topics
 from stream.worker import build_worker_app, exit_now
 from tagtrail.config import Settings
 from tagtrail.errors import ConfigError
+from tagtrail.metrics_server import OpsPoller, instrument_api
 from tagtrail.runtime import RunningPipeline, clear_running, write_running
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Pipeline:
         self.hotlist: HotlistFollower | None = None
         self.app: Any = None
         self.sink_app: Any = None
+        self.ops: OpsPoller | None = None
         self.api: Any = None
         self.server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -96,8 +99,17 @@ class Pipeline:
         self.sink_app = build_sink_app(s, self.bootstrap, self.runner, on_fatal=self._fatal)
         await self.app.start()
         await self.sink_app.start()
-        ctx = ServiceContext(settings=s, runner=self.runner, bootstrap=self.bootstrap)
+        ctx = ServiceContext(
+            settings=s,
+            runner=self.runner,
+            bootstrap=self.bootstrap,
+            limiter=RateLimiter(s.api_rate_per_s, s.api_rate_burst),
+            tile_url=s.console_tile_url,
+        )
         self.api = create_api(ctx)
+        instrument_api(self.api)
+        self.ops = OpsPoller(s, self.bootstrap, self.runner.run)
+        await self.ops.start()
         await ctx.start()
         self.admin_key = ctx.local_admin_key
         sock = socket.socket()
@@ -122,6 +134,8 @@ class Pipeline:
         exit_now(exc)
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
         if self.server is not None:
             self.server.should_exit = True
             if self._server_task is not None:

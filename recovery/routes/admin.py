@@ -7,16 +7,17 @@ from typing import Annotated
 
 import numpy as np
 import pyarrow.parquet as pq
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from recovery.auth import Principal, Role, new_key
 from recovery.deps import Ctx, require
+from recovery.schemas import ERRORS, Reader
 from store import accounts
 from stream.registry import encode_reader
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=ERRORS)  # type: ignore[arg-type]
 
 
 class ReaderIn(BaseModel):
@@ -66,6 +67,43 @@ async def import_readers(
     return {"imported": n}
 
 
+@router.get("/readers", response_model=list[Reader])
+async def list_readers(
+    ctx: Ctx,
+    _: Annotated[Principal, require(Role.ops, Role.admin, Role.police, Role.supervisor)],
+) -> list[Reader]:
+    """The registered readers (mobile readers have no fixed position)."""
+    rows = await ctx.runner.run(accounts.list_readers)
+    return [
+        Reader(
+            reader_id=int(r["reader_id"]),
+            lat=None if r["kind"] == "mobile" else float(r["lat"]),
+            lon=None if r["kind"] == "mobile" else float(r["lon"]),
+            kind=str(r["kind"]),
+            h3_r9=f"{int(r['h3_r9']):x}",
+        )
+        for r in rows
+    ]
+
+
+@router.delete("/readers/{reader_id}", status_code=204)
+async def delete_reader(
+    reader_id: Annotated[int, Path(ge=0, lt=2**32)],
+    ctx: Ctx,
+    _: Annotated[Principal, require(Role.ops, Role.admin)],
+) -> Response:
+    """Retire a reader: workers stop accepting its reads; its history stays in the store."""
+    if ctx.producer is None:
+        raise HTTPException(503, "service is starting")
+    if not await ctx.runner.run(accounts.retire_reader, reader_id):
+        raise HTTPException(404, f"no reader {reader_id}")
+    # A tombstone removes it from every worker's registry (the topic is compacted).
+    await ctx.producer.send_and_wait(
+        ctx.settings.topic_readers, value=None, key=int(reader_id).to_bytes(4, "big")
+    )
+    return Response(status_code=204)
+
+
 class KeyIn(BaseModel):
     role: Role
     name: str = Field(min_length=1, max_length=100)
@@ -88,6 +126,35 @@ async def create_key(
         owner_id=owner,
     )
     return {"key": key, "key_id": key_id, "role": body.role.value, "owner_id": owner}
+
+
+class KeyInfo(BaseModel):
+    key_id: str
+    name: str
+    role: str
+    owner_id: str
+    created_at: int
+    revoked: bool
+
+
+@router.get("/keys", response_model=list[KeyInfo])
+async def list_keys(ctx: Ctx, _: Annotated[Principal, require(Role.admin)]) -> list[KeyInfo]:
+    """All API keys (metadata only; keys themselves are never stored)."""
+    rows = await ctx.runner.run(accounts.list_keys)
+    return [KeyInfo(**{**r, "revoked": bool(r["revoked"])}) for r in rows]
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    ctx: Ctx,
+    _: Annotated[Principal, require(Role.admin)],
+) -> Response:
+    """Revoke a key: refused from the next request on."""
+    if not await ctx.runner.run(accounts.revoke_key, key_id):
+        raise HTTPException(404, f"no live key {key_id}")
+    ctx.forget_keys()
+    return Response(status_code=204)
 
 
 @router.get("/export/sightings", response_class=Response)

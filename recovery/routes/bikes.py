@@ -1,80 +1,130 @@
-"""Bike routes: where a bike was last seen (police with a reason, or its owner)."""
+"""Bike routes: owners register and list bikes; police look up plates, last-seen and tracks."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Path, Query
 
-from recovery.auth import POLICE_ROLES, Role
-from recovery.deps import Caller, Ctx, request_id
-from store import accounts
+from recovery.audit import Access, police_only
+from recovery.auth import Role
+from recovery.deps import Caller, Ctx, require
+from recovery.schemas import ERRORS, Bike, BikeIn, Sighting, Sightings
+from store import accounts, cases
 
-router = APIRouter(tags=["bikes"])
-
-
-class Sighting(BaseModel):
-    tag_id: int
-    reader_id: int
-    first_ts: int
-    last_ts: int
-    lat: float
-    lon: float
-    h3_r9: str
+router = APIRouter(tags=["bikes"], responses=ERRORS)  # type: ignore[arg-type]
+TagPath = Annotated[int, Path(ge=0, lt=2**64, description="the bike's RFID tag id")]
+MAX_TRACK_MS = 31 * 86_400_000
 
 
-async def audited(
-    ctx: Ctx, request: Request, caller: Caller, action: str, target: str, params: dict[str, Any]
-) -> None:
-    """Police access to location data is written to the audit log before data is returned."""
-    await ctx.runner.run(
-        accounts.audit,
-        actor=caller.key_id,
-        role=caller.role.value,
-        action=action,
-        target=target,
-        params=params,
-        client_ip=request.client.host if request.client else "",
-        request_id=request_id(),
+def bike_out(b: dict[str, Any], *, with_webhook: bool) -> Bike:
+    return Bike(
+        tag_id=int(b["tag_id"]),
+        plate=b["plate"],
+        model=b["model"],
+        colour=b["color"],
+        webhook_url=(b["webhook_url"] or None) if with_webhook else None,
+        registered_at=int(b["registered_at"]),
     )
 
 
-@router.get("/bikes/{tag_id}/last-seen", response_model=Sighting)
-async def last_seen(
-    tag_id: Annotated[int, ...],
-    request: Request,
+def sightings_out(cols: dict[str, Any]) -> list[Sighting]:
+    if not cols:
+        return []
+    return [
+        Sighting(tag_id=int(t), reader_id=int(r), first_ts=int(f), last_ts=int(la),
+                 lat=float(a), lon=float(o), h3_r9=f"{int(c):x}")
+        for t, r, f, la, a, o, c in zip(
+            cols["tag_id"], cols["reader_id"], cols["first_ts"], cols["last_ts"], cols["lat"],
+            cols["lon"], cols["h3_r9"], strict=True,
+        )
+    ]  # fmt: skip
+
+
+@router.post("/bikes", status_code=201, response_model=Bike)
+async def register_bike(
+    body: BikeIn, ctx: Ctx, caller: Annotated[Any, require(Role.owner)]
+) -> Bike:
+    """Register one of your bikes by its tag (re-registering your own tag updates it)."""
+    current = await ctx.runner.run(accounts.bike_owner, body.tag_id)
+    if current is not None and current != caller.owner_id:
+        raise HTTPException(409, f"tag {body.tag_id} is registered to another owner")
+    row = await ctx.runner.run(
+        cases.register_bike,
+        tag_id=body.tag_id,
+        owner_id=caller.owner_id,
+        plate=body.plate,
+        model=body.model,
+        color=body.colour,
+        webhook_url=body.webhook_url or "",
+    )
+    return bike_out(row, with_webhook=True)
+
+
+@router.get("/bikes", response_model=list[Bike])
+async def list_bikes(
     ctx: Ctx,
     caller: Caller,
-    reason: Annotated[str | None, Query(max_length=500)] = None,
-    case_id: Annotated[str | None, Query(max_length=64)] = None,
-) -> Sighting:
-    """The latest sighting of a tag: police and supervisors state a case id or a reason."""
+    access: Access,
+    plate: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
+) -> list[Bike]:
+    """Owners: your bikes (optionally by plate). Police: the bike with a plate (audited)."""
+    if caller.role == Role.owner:
+        rows = await ctx.runner.run(
+            (lambda s: cases.bikes_by_plate(s, plate, caller.owner_id))
+            if plate
+            else (lambda s: cases.bikes_of(s, caller.owner_id))
+        )
+        return [bike_out(b, with_webhook=True) for b in rows]
+    police_only(access)
+    if not plate:
+        raise HTTPException(400, "police look bikes up by plate: give ?plate=")
+    rows = await ctx.runner.run(cases.bikes_by_plate, plate)
+    await access.record("plate_lookup", plate, {"plate": plate}, len(rows))
+    return [bike_out(b, with_webhook=False) for b in rows]
+
+
+@router.get("/bikes/{tag_id}/last-seen", response_model=Sighting)
+async def last_seen(tag_id: TagPath, ctx: Ctx, caller: Caller, access: Access) -> Sighting:
+    """The latest sighting of a tag: its owner, or police stating a case id or a reason."""
     from store.queries import last_seen as q_last_seen
 
-    if not 0 <= tag_id < 2**64:
-        raise HTTPException(422, "tag_id must be an unsigned 64-bit integer")
-    if caller.role in POLICE_ROLES:
-        if not (reason or case_id):
-            raise HTTPException(400, "police access needs a case_id or a reason")
-        await audited(
-            ctx, request, caller, "last_seen", str(tag_id), {"reason": reason, "case_id": case_id}
-        )
-    elif caller.role == Role.owner:
+    if caller.role == Role.owner:
         owner = await ctx.runner.run(accounts.bike_owner, tag_id)
         if owner != caller.owner_id:
             raise HTTPException(404, "no such bike among yours")
     else:
-        raise HTTPException(403, f"role {caller.role.value} may not read locations")
+        police_only(access)
     row = await ctx.runner.run(q_last_seen, tag_id)
+    if access.is_police:
+        if row is not None:
+            access.check_age(row.last_ts)
+        await access.record("last_seen", str(tag_id), {"tag_id": tag_id}, int(row is not None))
     if row is None:
         raise HTTPException(404, f"tag {tag_id} has not been seen")
     return Sighting(
-        tag_id=row.tag_id,
-        reader_id=row.reader_id,
-        first_ts=row.first_ts,
-        last_ts=row.last_ts,
-        lat=row.lat,
-        lon=row.lon,
-        h3_r9=f"{row.h3_r9:x}",
+        tag_id=row.tag_id, reader_id=row.reader_id, first_ts=row.first_ts, last_ts=row.last_ts,
+        lat=row.lat, lon=row.lon, h3_r9=f"{row.h3_r9:x}",
+    )  # fmt: skip
+
+
+@router.get("/bikes/{tag_id}/track", response_model=Sightings)
+async def track(
+    tag_id: TagPath,
+    ctx: Ctx,
+    access: Access,
+    from_ms: Annotated[int, Query(alias="from", ge=0, lt=2**53, description="UTC epoch ms")],
+    to_ms: Annotated[int, Query(alias="to", ge=0, lt=2**53, description="UTC epoch ms")],
+) -> Sightings:
+    """Police: a tag's sightings overlapping [from, to), at most 31 days (audited)."""
+    from store.queries import track as q_track
+
+    police_only(access)
+    if not 0 < to_ms - from_ms <= MAX_TRACK_MS:
+        raise HTTPException(400, "need from < to, at most 31 days apart")
+    access.check_age(from_ms)
+    out = sightings_out(await ctx.runner.run(q_track, tag_id, from_ms, to_ms))
+    await access.record(
+        "track", str(tag_id), {"tag_id": tag_id, "from": from_ms, "to": to_ms}, len(out)
     )
+    return Sightings(count=len(out), sightings=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from store.embedded import EmbeddedBackend
 from store.exceptions import HalfAppliedMigration, MigrationError
 from store.migrate import SCHEMA_MIGRATIONS_DDL, Migration, load_migrations, migrate, render
 from store.store import Store
+from store.ttl import TTL_COLUMNS, current_ttl_days, sync_ttls
 from tagtrail.config import Settings
 
 
@@ -54,6 +56,30 @@ def test_ttl_follows_settings(tmp_path: Path) -> None:
     assert any("toIntervalDay(30)" in st for st in stmts)
 
 
+def test_changed_ttl_setting_is_applied_to_existing_tables(tmp_path: Path) -> None:
+    b = EmbeddedBackend(tmp_path / "store")
+    try:
+        migrate(b, Settings(data_dir=tmp_path))
+        assert current_ttl_days(b, "sightings") == 180
+        assert current_ttl_days(b, "raw_reads") == 7
+        shorter = Settings(data_dir=tmp_path, sightings_ttl_days=30, raw_reads_ttl_days=2)
+        assert migrate(b, shorter) == []  # no new migration, yet the TTLs follow the settings
+        for table in TTL_COLUMNS:
+            want = 2 if table == "raw_reads" else 30
+            assert current_ttl_days(b, table) == want, table
+        assert sync_ttls(b, shorter) == []  # idempotent
+        # Rows past the new retention are dropped by the TTL (materialized on MODIFY TTL).
+        old = int(time.time() * 1000) - 40 * 86_400_000
+        b.execute(
+            "INSERT INTO sightings (tag_id, reader_id, first_ts, last_ts, version) "
+            "VALUES (1, 1, {t:Int64}, {t:Int64}, 1)",
+            {"t": old},
+        )
+        assert b.execute("SELECT count() FROM sightings")[0][0] == 0
+    finally:
+        b.close()
+
+
 def test_cluster_ddl_parses(store: Store, tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path, cluster="city")
     stmts = [
@@ -62,9 +88,12 @@ def test_cluster_ddl_parses(store: Store, tmp_path: Path) -> None:
         for st in render(m, s)
     ]
     for st in stmts:
-        assert "ON CLUSTER 'city'" in st
         # ClickHouse's own parser: formatQuery raises on a syntax error.
         (formatted,) = store.backend.execute("SELECT formatQuery({q:String})", {"q": st})[0]
+        if st.startswith("INSERT"):  # backfills run once, through the Distributed tables
+            assert "_local" not in st
+            continue
+        assert "ON CLUSTER 'city'" in st
         assert "ON CLUSTER city" in formatted
     creates = [st for st in stmts if st.startswith("CREATE TABLE") and "_local ON" in st]
     assert all("ENGINE = Replicated" in st for st in creates)

@@ -1,0 +1,414 @@
+"""`tagtrail bench e2e`: the whole system on this machine, measured as a city would judge it.
+
+Layout (separate processes, so each one's memory and CPU are measured on its own):
+  this process: simulator -> gateway publisher (+ theft reports onto the hotlist topic)
+  Kafka broker: deploy.kafka.LocalKafka (a JVM)
+  `tagtrail up` subprocess: worker + sink + embedded store + recovery API (TAGTRAIL_KAFKA = broker)
+  observer subprocess: alerts topic consumer, SSE client (if the API has the route), sampler
+Afterwards the stored sightings are exported and checked against the reference sessionizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from aiokafka import AIOKafkaProducer
+
+from benchmarks import e2e_checks as checks
+from benchmarks.e2e_feed import FeedResult, feed
+from benchmarks.e2e_scale import Scale
+from deploy.kafka.broker import LocalKafka
+from ingest.publisher import GatewayPublisher
+from ingest.reads import Reads
+from ingest.simulator import Simulation
+from stream.dedup import ReaderRegistry, reference_sightings
+from stream.progress import wait_drained
+from stream.topics import ensure_topics
+from tagtrail.config import Settings, load_settings
+from tagtrail.runtime import RunningPipeline, find_running
+
+SSE_PATH = "/v1/alerts/stream"
+
+
+@dataclass(frozen=True, slots=True)
+class E2EOptions:
+    scale: Scale
+    work_dir: Path
+    seed: int = 7
+    partitions: int = 4
+    # More thefts than the city's 60/day, reported sooner than its 1 h median: a run of an
+    # hour or less then has enough cases for latency percentiles and recovery shares.
+    theft_rate_per_day: float = 2000.0
+    report_delay_median_s: float = 600.0
+    rate_reads_per_s: float = 0.0  # 0: as fast as the publisher goes
+    slice_ms: int = 1000
+    drain_timeout_s: float = 3600.0
+    alert_settle_s: float = 3.0
+    peer: bool = True
+    peer_max_reads: int = 2_000_000
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _start_up(settings: Settings, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "TAGTRAIL_DATA_DIR": str(settings.data_dir),
+        "TAGTRAIL_KAFKA": bootstrap,
+        "TAGTRAIL_API_PORT": "0",
+        "TAGTRAIL_PARTITIONS": str(settings.partitions),
+    }
+    with log.open("wb") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tagtrail.cli", "up"],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+async def _wait_up(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> RunningPipeline:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tagtrail up exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        up = find_running(settings)
+        if up is not None and up.pid == proc.pid:
+            return up
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"tagtrail up did not start within 180 s: {log.read_text()[-2000:]}")
+
+
+def _start_observer(out: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
+    path = out / "observer.json"
+    path.write_text(json.dumps(cfg))
+    with (out / "observer.log").open("wb") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.e2e_observer", "--config", str(path)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def run_e2e(opts: E2EOptions, out: Path) -> dict[str, Any]:
+    """Run the benchmark; raw observations go to `out`, the summary is returned."""
+    out.mkdir(parents=True, exist_ok=True)
+    work = opts.work_dir
+    base = load_settings()
+    cfg = opts.scale.config(
+        seed=opts.seed,
+        theft_rate_per_day=opts.theft_rate_per_day,
+        report_delay_median_s=opts.report_delay_median_s,
+    )
+    t0 = time.perf_counter()
+    sim = Simulation(cfg)
+    sim_setup_s = time.perf_counter() - t0
+    broker = LocalKafka(
+        work / "kafka", base.kafka_cache_dir, heap_mb=base.kafka_heap_mb, partitions=opts.partitions
+    )
+    await asyncio.to_thread(broker.start)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        settings = load_settings(
+            data_dir=work / "data", kafka=broker.bootstrap, api_port=0, partitions=opts.partitions
+        )
+        await ensure_topics(settings, broker.bootstrap)
+        up_proc = _start_up(settings, broker.bootstrap, out / "up.log")
+        procs.append(up_proc)
+        up = await _wait_up(settings, up_proc, out / "up.log")
+        result = await _measure(opts, out, sim, settings, broker, up, up_proc, procs)
+        result["simulator_setup_s"] = round(sim_setup_s, 2)
+        _stop(up_proc)
+        result["disk"] = _disk(settings, result)
+        if opts.peer:
+            from benchmarks.peer_kafka_engine import run_peer
+
+            reads = result.pop("_reads")
+            result["peer_kafka_engine"] = await run_peer(
+                broker.bootstrap, reads, work / "peer", max_reads=opts.peer_max_reads
+            )
+        result.pop("_reads", None)
+        return result
+    finally:
+        for p in procs:
+            _stop(p)
+        await asyncio.to_thread(broker.stop)
+        broker.kill()
+
+
+def _disk(settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
+    store = _du(settings.store_dir)
+    n_reads = result["ingest"]["reads"]
+    n_sight = result["correctness"]["stored_sightings"]
+    return {
+        "store_bytes": store,
+        "store_bytes_per_read": round(store / n_reads, 2) if n_reads else None,
+        "store_bytes_per_sighting": round(store / n_sight, 2) if n_sight else None,
+        "note": "embedded chdb folder after `tagtrail up` stopped (raw reads table included, "
+        "parts not force-merged)",
+    }
+
+
+async def _measure(
+    opts: E2EOptions,
+    out: Path,
+    sim: Simulation,
+    settings: Settings,
+    broker: LocalKafka,
+    up: RunningPipeline,
+    up_proc: subprocess.Popen[bytes],
+    procs: list[subprocess.Popen[bytes]],
+) -> dict[str, Any]:
+    admin = {"Authorization": f"Bearer {up.admin_key}"}
+    async with httpx.AsyncClient(base_url=up.api_url, timeout=300, headers=admin) as http:
+        paths = set((await http.get("/openapi.json")).json().get("paths", {}))
+        reg = sim.city.registry_columns()
+        rows = [
+            {"reader_id": int(r), "lat": float(la), "lon": float(lo), "kind": str(k)}
+            for r, la, lo, k in zip(
+                reg["reader_id"], reg["lat"], reg["lon"], reg["kind"], strict=True
+            )
+        ]
+        (await http.post("/v1/readers", json={"readers": rows})).raise_for_status()
+        r = await http.post("/v1/keys", json={"role": "police", "name": "benchmark desk"})
+        r.raise_for_status()
+        police = {"Authorization": f"Bearer {r.json()['key']}"}
+        sse_path = SSE_PATH if SSE_PATH in paths else ""
+        obs = _start_observer(
+            out,
+            {
+                "out_dir": str(out),
+                "bootstrap": broker.bootstrap,
+                "alerts_topic": settings.topic_alerts,
+                "api_url": up.api_url,
+                "police_key": police["Authorization"].split(" ", 1)[1],
+                "sse_path": sse_path,
+                "pids": {
+                    "pipeline": up_proc.pid,
+                    "broker": broker.proc.pid,
+                    "generator": os.getpid(),
+                },
+            },
+        )
+        procs.append(obs)
+        deadline = time.monotonic() + 60
+        while not (out / "observer.ready").exists():
+            if obs.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"observer failed: {(out / 'observer.log').read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        # The worker validates reader ids against the registry it follows: give it time to
+        # read the imported readers before the first read arrives (else: unknown-reader DLQ).
+        await asyncio.sleep(3.0)
+        hot = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        await hot.start()
+        try:
+            async with GatewayPublisher(broker.bootstrap, settings.topic_reads) as pub:
+                fr = await feed(
+                    sim,
+                    pub,
+                    hot,
+                    settings.topic_hotlist,
+                    slice_ms=opts.slice_ms,
+                    rate_reads_per_s=opts.rate_reads_per_s,
+                )
+        finally:
+            await hot.stop()
+        await wait_drained(settings, broker.bootstrap, timeout_s=opts.drain_timeout_s)
+        drained_ms = time.time_ns() // 1_000_000
+        await asyncio.sleep(opts.alert_settle_s)
+        got = await http.get("/v1/export/sightings")
+        got.raise_for_status()
+        stored = pq.read_table(io.BytesIO(got.content)).to_pandas()
+        last_seen: dict[int, dict[str, Any] | None] = {}
+        for tag in fr.cases:
+            r = await http.get(
+                f"/v1/bikes/{tag}/last-seen", params={"reason": "benchmark"}, headers=police
+            )
+            last_seen[tag] = r.json() if r.status_code == 200 else None
+    _stop(obs, timeout_s=10)
+    # It holds the run's police key: the results folder may be committed.
+    (out / "observer.json").unlink()
+    (out / "observer.ready").unlink(missing_ok=True)
+    return _summarise(opts, sim, settings, fr, stored, last_seen, drained_ms, out, sse_path)
+
+
+def _summarise(
+    opts: E2EOptions,
+    sim: Simulation,
+    settings: Settings,
+    fr: FeedResult,
+    stored: pd.DataFrame,
+    last_seen: dict[int, dict[str, Any] | None],
+    drained_ms: int,
+    out: Path,
+    sse_path: str,
+) -> dict[str, Any]:
+    reads = Reads.concat(fr.reads) if fr.reads else Reads.empty()
+    reg = sim.city.registry_columns()
+    fixed = reg["kind"] == "fixed"
+    registry = ReaderRegistry.from_columns(
+        reg["reader_id"][fixed], reg["lat"][fixed], reg["lon"][fixed]
+    )
+    t = time.perf_counter()
+    reference = pd.DataFrame(reference_sightings(reads, settings.gap_ms, registry))
+    reference_s = time.perf_counter() - t
+    samples = _read_jsonl(out / "samples.jsonl")
+    alerts = _read_jsonl(out / "alerts.jsonl")
+    elapsed_s = (drained_ms - fr.first_publish_ms) / 1000
+    publish_s = (fr.last_publish_ms - fr.first_publish_ms) / 1000
+    last = samples[-1] if samples else {}
+    correctness = checks.compare_sightings(stored, reference)
+    correctness["dead_lettered_reads"] = int(last.get("tagtrail_invalid_reads_total", 0))
+    correctness["late_reads"] = int(last.get("tagtrail_late_reads_total", 0))
+    correctness["reference_s"] = round(reference_s, 2)
+    rss = {
+        name: max((s.get(f"rss_{name}_mb") or 0) for s in samples) if samples else None
+        for name in ("pipeline", "broker", "generator")
+    }
+    ingest = {
+        "reads": fr.n_reads,
+        "gateway_messages": fr.n_messages,
+        "wire_mb_uncompressed": round(fr.wire_bytes / 1e6, 1),
+        "publish_s": round(publish_s, 2),
+        "publish_reads_per_s": round(fr.n_reads / publish_s) if publish_s > 0 else None,
+        "first_publish_to_drained_s": round(elapsed_s, 2),
+        "sustained_reads_per_s": round(fr.n_reads / elapsed_s) if elapsed_s > 0 else None,
+        "sightings_upserts_written": int(last.get("tagtrail_sightings_written_total", 0)),
+        "sightings_per_s": round(len(stored) / elapsed_s) if elapsed_s > 0 else None,
+        "lag_after_last_publish_s": round((drained_ms - fr.last_publish_ms) / 1000, 2),
+        "peak_processed_reads_per_s_5s": _peak_rate(samples, "tagtrail_reads_total", 5000),
+    }
+    topic_alerts = [a for a in alerts if a["source"] == "topic"]
+    sse_alerts = [a for a in alerts if a["source"] == "sse"]
+    sse_errors = [a["error"] for a in alerts if a["source"] == "sse-error"]
+    latency: dict[str, Any] = {}
+    lat_topic, src = checks.alert_latencies(topic_alerts, fr)
+    if len(lat_topic):
+        latency["topic"] = checks.percentiles(lat_topic) | {"source": src}
+    else:
+        why = (
+            "no theft case was reported during the run"
+            if not fr.cases
+            else f"no alert arrived on topic {settings.topic_alerts!r} "
+            f"({len(fr.cases)} cases on the hotlist): hotlist matching is not running"
+        )
+        latency["topic"] = {"not_measured": why}
+    if not sse_path:
+        latency["sse"] = {"not_measured": f"the API has no {SSE_PATH} route"}
+    elif sse_errors:
+        latency["sse"] = {"not_measured": f"SSE client failed: {sse_errors[0]}"}
+    else:
+        lat_sse, src = checks.alert_latencies(sse_alerts, fr)
+        latency["sse"] = (
+            checks.percentiles(lat_sse) | {"source": src}
+            if len(lat_sse)
+            else {"not_measured": "no alert arrived on the SSE stream"}
+        )
+    (out / "latency_ms.json").write_text(
+        json.dumps({"topic": lat_topic.tolist(), "sse": lat_sse_all(sse_alerts, fr).tolist()})
+    )
+    (out / "publish_progress.json").write_text(json.dumps(fr.progress))
+    rec = checks.recovery(alerts, fr, reference, last_seen, sim.cfg.max_skew_ms + 60_000)
+    _save_track(out, fr, reference, alerts)
+    return {
+        "scale": {
+            "label": opts.scale.label,
+            "city_scale": opts.scale.city_scale,
+            "duration_s": opts.scale.duration_s,
+            "start_ms": sim.cfg.start_ms,
+            "bikes": sim.cfg.n_bikes,
+            "readers": int(sim.city.n_readers),
+            "theft_rate_per_day": opts.theft_rate_per_day,
+            "report_delay_median_s": opts.report_delay_median_s,
+            "partitions": opts.partitions,
+            "rate_limit_reads_per_s": opts.rate_reads_per_s or None,
+        },
+        "ingest": ingest,
+        "memory_max_rss_mb": {k: round(v) if v is not None else None for k, v in rss.items()},
+        "correctness": correctness,
+        "alert_latency": latency,
+        "recovery": rec,
+        "_reads": reads,
+    }
+
+
+def lat_sse_all(sse_alerts: list[dict[str, Any]], fr: FeedResult) -> np.ndarray:
+    return checks.alert_latencies(sse_alerts, fr)[0] if sse_alerts else np.empty(0)
+
+
+def _peak_rate(samples: list[dict[str, Any]], key: str, window_ms: int) -> int | None:
+    if len(samples) < 2:
+        return None
+    t = np.array([s["t_ms"] for s in samples], np.float64)
+    v = np.array([s.get(key, 0) for s in samples], np.float64)
+    j = np.searchsorted(t, t + window_ms)
+    ok = j < len(t)
+    if not ok.any():
+        return round(float((v[-1] - v[0]) / max(t[-1] - t[0], 1) * 1000))
+    rates = (v[j[ok]] - v[ok]) / (t[j[ok]] - t[ok]) * 1000
+    return round(float(rates.max()))
+
+
+def _save_track(
+    out: Path, fr: FeedResult, reference: pd.DataFrame, alerts: list[dict[str, Any]]
+) -> None:
+    """Truth track, sightings and alerts of one stolen bike (the most alerted) for the map."""
+    tracks = pd.DataFrame(checks._cat(fr.tracks)) if fr.tracks else pd.DataFrame()
+    alerted = [a["alert"] for a in alerts if a["source"] == "topic" and a["alert"]]
+    alerted_tags = {a["tag_id"] for a in alerted}
+    # The alerted bike with the most sightings draws the most telling map.
+    counts = reference[reference["tag_id"].isin(alerted_tags)]["tag_id"].value_counts()
+    if len(counts):
+        tag = int(counts.index[0])
+    elif not tracks.empty:
+        tag = int(tracks["tag_id"].value_counts().index[0])
+    else:
+        return
+    case = fr.cases.get(tag)
+    data = {
+        "tag_id": tag,
+        "stolen_at_ms": case.stolen_at_ms if case else None,
+        "reported_at_ms": case.reported_at_ms if case else None,
+        "track": tracks[tracks["tag_id"] == tag][["t_ms", "lat", "lon"]].to_dict("list")
+        if not tracks.empty
+        else {},
+        "sightings": reference[reference["tag_id"] == tag][["first_ts", "lat", "lon"]].to_dict(
+            "list"
+        ),
+        "alerts": [[a["first_ts"], a["lat"], a["lon"]] for a in alerted if a["tag_id"] == tag],
+    }
+    (out / "track.json").write_text(json.dumps(data, default=float))

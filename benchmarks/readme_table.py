@@ -1,0 +1,180 @@
+"""The README's performance section, generated from the latest committed results/<run-id>/.
+
+    python -m benchmarks.readme_table                  # print the section
+    python -m benchmarks.readme_table --write README.md  # replace it between the markers
+
+The section sits between `<!-- perf-table:start -->` and `<!-- perf-table:end -->`; --write
+refuses a file without both markers rather than guessing where the table belongs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+
+
+def _all(root: Path, kind: str) -> list[dict[str, Any]]:
+    # Run ids start with a UTC timestamp: sorted names are in time order.
+    return [json.loads(p.read_text()) for p in sorted(root.glob(f"*-{kind}-*/results.json"))]
+
+
+def _paced(run: dict[str, Any]) -> bool:
+    return bool(run.get("scale", {}).get("rate_limit_reads_per_s"))
+
+
+def latest(
+    root: Path = Path("results"),
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The newest unpaced e2e run (throughput), newest paced e2e run (latency), newest micro."""
+    e2e = _all(root, "e2e")
+    micro = _all(root, "micro")
+    full = [r for r in e2e if not _paced(r)]
+    paced = [r for r in e2e if _paced(r)]
+    return (
+        full[-1] if full else None,
+        paced[-1] if paced else None,
+        micro[-1] if micro else None,
+    )
+
+
+def _n(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and abs(v) < 100:
+        return f"{v:.2f}{unit}"
+    return f"{v:,.0f}{unit}"
+
+
+def _lat(d: dict[str, Any]) -> str:
+    if "p99_ms" not in d:
+        return f"not measured: {d.get('not_measured', '?')}"
+    return f"{d['p50_ms']:,.0f} / {d['p95_ms']:,.0f} / {d['p99_ms']:,.0f} ms (n={d['n']})"
+
+
+def _peer(e2e: dict[str, Any]) -> str:
+    p = e2e.get("peer_kafka_engine")
+    if not p:
+        return "not run"
+    k = p["kafka_engine_mv"]
+    engine = (
+        f"Kafka engine + MV {_n(k['rows_per_s'])} rows/s"
+        if "rows_per_s" in k
+        else f"Kafka engine + MV not measured ({k['not_measured'][:140]})"
+    )
+    c = p["aiokafka_to_clickhouse_jsoneachrow_mv"]
+    return f"{engine}; aiokafka -> JSONEachRow INSERT + MV {_n(c.get('rows_per_s'))} rows/s"
+
+
+def render(
+    e2e: dict[str, Any] | None, paced: dict[str, Any] | None, micro: dict[str, Any] | None
+) -> str:
+    lines = ["## Performance", ""]
+    if e2e is not None:
+        m, i, r = e2e["machine"], e2e["ingest"], e2e["recovery"]
+        c, mem, disk = e2e["correctness"], e2e["memory_max_rss_mb"], e2e.get("disk", {})
+        lat = e2e["alert_latency"]
+        lines += [
+            f"End to end, `{e2e['command']}` ({e2e['scale']['label']}: "
+            f"{i['reads']:,} reads), run `{e2e['run_id']}` on {m['cpus']} shared cores "
+            f"(load {m.get('load_avg_at_start', ['?'])[0]} at start): generator, Kafka, "
+            "pipeline and observer all on this machine.",
+            "",
+            "| measure | tagtrail | target | peer / note |",
+            "| --- | --- | --- | --- |",
+            f"| sustained ingest, publish -> stored | {_n(i['sustained_reads_per_s'])} reads/s | "
+            f">= 200,000 | {_peer(e2e)} |",
+            f"| sightings stored | {_n(i['sightings_per_s'])} /s | | |",
+            f"| lag after last publish | {_n(i['lag_after_last_publish_s'], ' s')} | | |",
+            f"| alert latency p50/p95/p99 (topic) | {_lat(lat['topic'])} | p99 <= 250 ms | |",
+            f"| alert latency p50/p95/p99 (SSE) | {_lat(lat['sse'])} | p99 <= 250 ms | |",
+            f"| pipeline RSS (worker+sink+store+API) | {_n(mem['pipeline'], ' MB')} | "
+            f"<= 1,500 MB | broker {_n(mem['broker'], ' MB')} |",
+            f"| lost / duplicated sightings | {c['lost']} / {c['duplicated']} | 0 / 0 | "
+            f"of {c['reference_sightings']:,} reference sightings |",
+            f"| false alerts | {r['false_alerts']} | 0 | |",
+            f"| cases alerted / spottable | {r.get('cases_spottable_and_alerted', '-')} / "
+            f"{r['cases_spottable_after_report']} | | {r['cases_reported_in_run']} cases |",
+            f"| last-seen correct | {r['last_seen_equals_reference']} / "
+            f"{r['last_seen_checked']} | | |",
+            f"| store bytes per read | {_n(disk.get('store_bytes_per_read'))} | | |",
+        ]
+    if paced is not None:
+        rate = paced["scale"]["rate_limit_reads_per_s"]
+        lines += [
+            f"| alert latency p50/p95/p99 (topic) at a paced {rate:,.0f} reads/s | "
+            f"{_lat(paced['alert_latency']['topic'])} | p99 <= 250 ms | run `{paced['run_id']}` |",
+        ]
+    lines.append("")
+    if micro is not None:
+        lines += [
+            f"Per stage, `{micro['command']}`, run `{micro['run_id']}`:",
+            "",
+            "| stage | figure |",
+            "| --- | --- |",
+        ]
+        for name, st in micro["stages"].items():
+            lines.append(f"| {name} | {_micro_row(name, st)} |")
+        lines.append("")
+    lines.append("Generated by `python -m benchmarks.readme_table` from results/.")
+    return "\n".join(lines)
+
+
+def _micro_row(name: str, st: dict[str, Any]) -> str:
+    if "failed" in st:
+        return f"failed: {st['failed'][:100]}"
+    f = st["figures"]
+    if name == "geoindex":
+        return "; ".join(
+            f"{k} {v['points_per_s'] / 1e6:.2f} M points/s" for k, v in f["rows"].items()
+        )
+    if name == "sessionize":
+        return (
+            f"streaming {_n(f['stream_reads_per_s'])} reads/s vs pandas groupby "
+            f"{_n(f['peer_pandas_reads_per_s'])} reads/s (equal: {f['stream_equals_peer']})"
+        )
+    if name == "store":
+        q = "; ".join(f"{k} p99 {v['p99_ms']:.0f} ms" for k, v in f.get("queries", {}).items())
+        return f"insert {_n(f.get('insert_rows_per_s'))} rows/s; {q}"
+    if name == "decode":
+        return f"decode+validate {_n(f.get('decode_validate_fixed_reads_per_s'))} reads/s"
+    if name == "simulator":
+        return f"{_n(f['reads_per_s'])} reads/s generated"
+    if name == "publish":
+        return "; ".join(f"{k} {_n(v['reads_per_s'])} reads/s" for k, v in f.items())
+    if name == "kafka_peer":
+        return _peer({"peer_kafka_engine": f})
+    return json.dumps(f)[:120]
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path}: add the markers {START} and {END} where the table goes")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{section}\n{END}{tail}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=Path("results"))
+    ap.add_argument("--write", type=Path, help="replace the section in this file (README.md)")
+    a = ap.parse_args()
+    e2e, paced, micro = latest(a.results)
+    if e2e is None and paced is None and micro is None:
+        sys.exit(f"no results/<run-id>/results.json under {a.results}")
+    section = render(e2e, paced, micro)
+    if a.write:
+        write_section(a.write, section)
+        print(f"updated {a.write}")
+    else:
+        print(section)
+
+
+if __name__ == "__main__":
+    main()

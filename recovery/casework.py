@@ -1,0 +1,128 @@
+"""Case lifecycle: who may move a case to which status, and what each change sets off.
+
+Every change is stored (case row + status history), then published to the hotlist topic so the
+workers start or stop alerting within a second, then the owner's webhook is notified. Changes
+of one tag are serialised per process by a lock (so a police update and an alert cannot
+interleave); changes of different tags proceed together and share store inserts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import HTTPException
+
+from recovery.auth import POLICE_ROLES, Principal, Role
+from store import accounts, cases
+from stream.alert_records import MATCHING_STATUSES, HotlistEntry, encode_hotlist, hotlist_key
+
+# Which statuses a role may set, and from which current statuses.
+OWNER_SETS = frozenset({"cancelled", "recovered"})
+POLICE_SETS = frozenset({"spotted", "recovered", "closed"})
+ALLOWED_FROM = {
+    "open": {"spotted", "recovered", "closed", "cancelled"},
+    "spotted": {"recovered", "closed", "cancelled"},
+    "recovered": {"closed"},
+    "closed": set(),
+    "cancelled": set(),
+}
+NOTIFY_STATUSES = frozenset({"spotted", "recovered", "closed"})
+
+
+def new_case_id() -> str:
+    return "c_" + secrets.token_hex(8)
+
+
+async def publish_hotlist(ctx: Any, case: dict[str, Any]) -> None:
+    """The case's current state on the hotlist; a tombstone once it no longer alerts."""
+    if ctx.producer is None:
+        raise HTTPException(503, "service is starting")
+    if case["status"] in MATCHING_STATUSES:
+        key, value = encode_hotlist(
+            HotlistEntry(
+                case["case_id"], int(case["tag_id"]), int(case["stolen_at"]), case["status"]
+            )
+        )
+        await ctx.producer.send_and_wait(ctx.settings.topic_hotlist, value=value, key=key)
+    else:
+        await ctx.producer.send_and_wait(
+            ctx.settings.topic_hotlist, value=None, key=hotlist_key(int(case["tag_id"]))
+        )
+
+
+async def open_case(ctx: Any, owner: Principal, bike: dict[str, Any], body: Any) -> dict:
+    async with ctx.tag_lock(int(bike["tag_id"])):
+        current = await ctx.runner.run(cases.active_case_for_tag, int(bike["tag_id"]))
+        if current is not None:
+            raise HTTPException(409, f"tag {bike['tag_id']} already has case {current['case_id']}")
+        t = accounts.now_ms()
+        case = {
+            "case_id": new_case_id(),
+            "tag_id": int(bike["tag_id"]),
+            "owner_id": owner.owner_id,
+            "status": "open",
+            "reported_at": t,
+            "stolen_at": int(body.stolen_at),
+            "place": body.place,
+            "description": body.description,
+            "updated_at": t,
+        }
+        await ctx.case_writes.write((case, owner.key_id, "reported"))
+        await publish_hotlist(ctx, case)
+    return case
+
+
+def check_transition(caller: Principal, case: dict[str, Any], status: str) -> None:
+    allowed = OWNER_SETS if caller.role == Role.owner else POLICE_SETS
+    if caller.role not in POLICE_ROLES and caller.role != Role.owner:
+        raise HTTPException(403, f"role {caller.role.value} may not change cases")
+    if status not in allowed:
+        raise HTTPException(403, f"role {caller.role.value} may not set status {status}")
+    if status not in ALLOWED_FROM[case["status"]]:
+        raise HTTPException(
+            409, f"case {case['case_id']} is {case['status']}: cannot become {status}"
+        )
+
+
+async def change_status(
+    ctx: Any, case_id: str, status: str, *, actor: str, note: str = "", caller: Principal | None
+) -> dict[str, Any]:
+    """Move a case to `status` (checked against `caller`'s role unless None: the system)."""
+    found = await ctx.runner.run(cases.get_case, case_id)
+    if found is None:
+        raise HTTPException(404, f"no case {case_id}")
+    async with ctx.tag_lock(int(found["tag_id"])):
+        # Re-read under the lock: another change of this tag's cases may have just landed.
+        case = await ctx.runner.run(cases.get_case, case_id)
+        if caller is not None:
+            check_transition(caller, case, status)
+        elif status not in ALLOWED_FROM[case["status"]]:
+            return case
+        # Strictly increasing versions, so the ReplacingMergeTree keeps this change.
+        case = {
+            **case,
+            "status": status,
+            "updated_at": max(accounts.now_ms(), case["updated_at"] + 1),
+        }
+        await ctx.case_writes.write((case, actor, note))
+        await publish_hotlist(ctx, case)
+    if status in NOTIFY_STATUSES:
+        bike = await ctx.runner.run(cases.bike, int(case["tag_id"]))
+        if bike and bike["webhook_url"]:
+            ctx.notifier.notify(
+                bike["webhook_url"],
+                {"event": status, "case_id": case_id, "tag_id": int(case["tag_id"]),
+                 "at_ms": case["updated_at"], "note": note},
+            )  # fmt: skip
+    return case
+
+
+async def republish_active(ctx: Any) -> int:
+    """Put every open/spotted case on the hotlist again (after a crash between store and topic)."""
+    active = []
+    for status in sorted(MATCHING_STATUSES):
+        active += await ctx.runner.run(cases.list_cases, status=status, limit=1_000_000)
+    for c in active:
+        await publish_hotlist(ctx, c)
+    return len(active)

@@ -1,0 +1,93 @@
+"""The live alert stream as Server-Sent Events, read straight from the alerts topic.
+
+Each connection has its own consumer on the topic's single partition (no group): the event id is
+the Kafka offset, so a client reconnecting with `Last-Event-ID: n` resumes at offset n + 1 and
+misses nothing the topic still holds. Without an id the stream starts at the end of the log,
+fixed before the first byte is sent (an alert published after the client saw the stream open is
+always delivered).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from stream.alert_records import Alert
+
+SSE_CLIENTS = Gauge("tagtrail_api_sse_clients", "Open alert streams")
+SSE_EVENTS = Counter("tagtrail_api_sse_events_total", "Alert events sent to stream clients")
+KEEPALIVE_S = 15.0
+RETRY_MS = 2000
+
+
+def alert_json(a: Alert, offset: int) -> dict[str, object]:
+    """An alert for API clients: the cell in hex, the stream position as event_id."""
+    return {
+        "alert_id": a.alert_id, "case_id": a.case_id, "tag_id": a.tag_id,
+        "reader_id": a.reader_id, "first_ts": a.first_ts, "last_ts": a.last_ts, "lat": a.lat,
+        "lon": a.lon, "h3_r9": f"{a.h3_r9:x}", "created_at": a.read_published_ms,
+        "event_id": offset,
+    }  # fmt: skip
+
+
+class AlertStream:
+    """Open with `await start()`, then iterate `events()`; `close()` in a finally."""
+
+    def __init__(self, bootstrap: str, topic: str, last_event_id: int | None) -> None:
+        self.tp = TopicPartition(topic, 0)
+        self.last_event_id = last_event_id
+        self._counted = False
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        SSE_CLIENTS.inc()
+        self._counted = True
+        self.consumer.assign([self.tp])
+        if self.last_event_id is None:
+            end = (await self.consumer.end_offsets([self.tp]))[self.tp]
+            self.consumer.seek(self.tp, end)
+        else:
+            self.consumer.seek(self.tp, self.last_event_id + 1)
+
+    async def events(self) -> AsyncIterator[str]:
+        yield f"retry: {RETRY_MS}\n: connected\n\n"
+        idle_since = time.monotonic()
+        while True:
+            batches = await self.consumer.getmany(self.tp, timeout_ms=1000, max_records=500)
+            msgs = batches.get(self.tp, [])
+            if not msgs:
+                if time.monotonic() - idle_since > KEEPALIVE_S:
+                    idle_since = time.monotonic()
+                    yield ": keepalive\n\n"
+                continue
+            idle_since = time.monotonic()
+            out = []
+            for m in msgs:
+                try:
+                    a = Alert.decode(m.value)
+                except (ValueError, TypeError, KeyError):
+                    # Still advance the client's position past it, so a reconnect does not loop.
+                    out.append(f"id: {m.offset}\nevent: invalid\ndata: {{}}\n\n")
+                    continue
+                out.append(
+                    f"id: {m.offset}\nevent: alert\ndata: {json.dumps(alert_json(a, m.offset))}\n\n"
+                )
+            SSE_EVENTS.inc(len(out))
+            yield "".join(out)
+
+    async def close(self) -> None:
+        """Stop the consumer (idempotent; safe after a failed start)."""
+        if self._counted:
+            SSE_CLIENTS.dec()
+            self._counted = False
+        await self.consumer.stop()

@@ -1,0 +1,128 @@
+"""The pipeline's parts as separate processes: `tagtrail worker`, `tagtrail sink`, `tagtrail api`.
+
+Each waits for SIGINT/SIGTERM and stops cleanly; each exposes Prometheus metrics on
+TAGTRAIL_METRICS_PORT when it is set (the API also serves /metrics itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+
+from deploy.kafka.broker import metadata_ok
+from recovery.ratelimit import RateLimiter
+from stream.exceptions import BrokerUnavailable
+from stream.topics import ensure_topics
+from tagtrail.config import Settings
+from tagtrail.local import bootstrap_for
+from tagtrail.metrics_server import OpsPoller, instrument_api, serve_metrics
+
+log = logging.getLogger(__name__)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _broker(settings: Settings, what: str) -> str:
+    bootstrap = bootstrap_for(settings, what)
+    if not await metadata_ok(bootstrap, timeout_s=5.0):
+        raise BrokerUnavailable(f"Kafka broker at {bootstrap} is unreachable")
+    await ensure_topics(settings, bootstrap)
+    serve_metrics(settings)
+    return bootstrap
+
+
+async def _worker(settings: Settings) -> None:
+    from stream.hotlist import HotlistFollower
+    from stream.registry import RegistryFollower
+    from stream.worker import build_worker_app
+
+    bootstrap = await _broker(settings, "worker")
+    registry = RegistryFollower(bootstrap, settings.topic_readers)
+    hotlist = HotlistFollower(bootstrap, settings.topic_hotlist)
+    await registry.start()
+    await hotlist.start()
+    app = build_worker_app(settings, bootstrap, registry, hotlist)
+    await app.start()
+    try:
+        await _until_signalled()
+    finally:
+        await app.stop()
+        await hotlist.stop()
+        await registry.stop()
+
+
+async def _sink(settings: Settings) -> None:
+    from store.open import open_store
+    from store.runner import StoreRunner
+    from stream.sink import build_sink_app
+
+    bootstrap = await _broker(settings, "sink")
+    runner = StoreRunner(await asyncio.to_thread(open_store, settings))
+    app = build_sink_app(settings, bootstrap, runner)
+    await app.start()
+    try:
+        await _until_signalled()
+    finally:
+        await app.stop()
+        await asyncio.to_thread(runner.close)
+
+
+async def _api(settings: Settings) -> None:
+    from recovery.api import ServiceContext, create_api
+    from store.open import open_store
+    from store.runner import StoreRunner
+
+    bootstrap = await _broker(settings, "api")
+    runner = StoreRunner(await asyncio.to_thread(open_store, settings))
+    ctx = ServiceContext(
+        settings=settings,
+        runner=runner,
+        bootstrap=bootstrap,
+        limiter=RateLimiter(settings.api_rate_per_s, settings.api_rate_burst),
+        tile_url=settings.console_tile_url,
+    )
+    api = create_api(ctx)
+    instrument_api(api)
+    ops = OpsPoller(settings, bootstrap, runner.run)
+    await ctx.start()
+    await ops.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            api, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"
+        )
+    )
+    try:
+        await server.serve()
+    finally:
+        await ops.stop()
+        await ctx.stop()
+        await asyncio.to_thread(runner.close)
+
+
+def _run(main: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(main(settings))  # type: ignore[arg-type]
+
+
+def run_worker(settings: Settings) -> None:
+    _run(_worker, settings)
+
+
+def run_sink(settings: Settings) -> None:
+    _run(_sink, settings)
+
+
+def run_api(settings: Settings) -> None:
+    _run(_api, settings)
