@@ -123,6 +123,18 @@ def _properties(work: Path, port: int, controller_port: int, partitions: int) ->
     )
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url UUID) that never starts with '-'.
+
+    Kafka's own generator avoids a leading '-' because the storage tool would read such an id as
+    an option; one id in 64 would otherwise fail the format step.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class LocalKafka:
     """One broker process. `start()` returns once it answers metadata requests; `stop()` ends it."""
 
@@ -196,7 +208,7 @@ class LocalKafka:
         (self.work_dir / "server.properties").write_text(props)
 
     def _format(self, java: str, jars: Path, props: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = [
             java,
             "-Xmx256m",
@@ -207,8 +219,7 @@ class LocalKafka:
             f"{jars}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "-c",
             str(props),
         ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.kafka.broker import KafkaStartError, LocalKafka, metadata_ok
+from deploy.kafka.broker import KafkaStartError, LocalKafka, metadata_ok, new_cluster_id
 from tagtrail.config import load_settings
 
 
@@ -58,3 +58,9 @@ def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:
         broker = LocalKafka(tmp_path / "k", settings.kafka_cache_dir, port=port)
         with pytest.raises(KafkaStartError, match=f"port {port} is taken"):
             broker.start()
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids)
