@@ -190,12 +190,24 @@ def recovery() -> list[dict[str, Any]]:
     ]
 
 
+def live(alias: str = "") -> str:
+    """Live sightings of an aggregate group: stored identities minus the retracted ones.
+
+    A retraction keeps its identity's uniq state in `sightings` (it was live once), so counting
+    only `sightings` would include sightings a late read merged away. uniq is approximate, and the
+    difference of two approximations can dip below zero on tiny groups: clamp it.
+    """
+    return (
+        f"greatest(toInt64(uniqMerge({alias}sightings)) - toInt64(uniqMerge({alias}retracted)), 0)"
+    )
+
+
 def city_map() -> list[dict[str, Any]]:
     window = f"minute_ms >= intDiv({FROM_MS}, 60000) * 60000 AND minute_ms < {TO_MS}"
     cells = f"""
         SELECT h3ToString(h3_r9) AS cell, tupleElement(h3ToGeo(h3_r9), 1) AS lat,
                tupleElement(h3ToGeo(h3_r9), 2) AS lon, sightings, bikes
-        FROM (SELECT h3_r9, uniqMerge(sightings) AS sightings, uniqMerge(tags) AS bikes
+        FROM (SELECT h3_r9, {live()} AS sightings, uniqMerge(tags) AS bikes
               FROM cell_minute WHERE {window} GROUP BY h3_r9)
         ORDER BY sightings DESC LIMIT {{limit}}
         SETTINGS h3togeo_lon_lat_result_order = 0"""
@@ -206,7 +218,7 @@ def city_map() -> list[dict[str, Any]]:
             [
                 sql(
                     f"""SELECT toDateTime(intDiv(minute_ms, 1000)) AS time,
-                        uniqMerge(sightings) AS sightings, uniqMerge(tags) AS bikes
+                        {live()} AS sightings, uniqMerge(tags) AS bikes
                     FROM cell_minute WHERE {window} GROUP BY minute_ms ORDER BY minute_ms""",
                     "timeseries",
                 )
@@ -237,7 +249,7 @@ def readers() -> list[dict[str, Any]]:
             [
                 sql(
                     f"""SELECT toDateTime(intDiv(m.minute_ms, 1000)) AS time,
-                        {district} AS district, uniqMerge(m.sightings) AS sightings
+                        {district} AS district, {live("m.")} AS sightings
                     FROM (SELECT * FROM reader_minute WHERE {window}) AS m
                     LEFT JOIN {reg} AS r ON m.reader_id = r.reader_id
                     GROUP BY m.minute_ms, district ORDER BY m.minute_ms, district""",
@@ -251,7 +263,7 @@ def readers() -> list[dict[str, Any]]:
                 sql(
                     f"""SELECT {district} AS district, uniqExact(m.reader_id) AS active_readers,
                         sum(m.reads) / greatest(({TO_MS} - {FROM_MS}) / 60000, 1) AS reads_per_min,
-                        uniqMerge(m.sightings) / greatest(({TO_MS} - {FROM_MS}) / 60000, 1)
+                        {live("m.")} / greatest(({TO_MS} - {FROM_MS}) / 60000, 1)
                             AS sightings_per_min
                     FROM (SELECT * FROM reader_minute WHERE {window}) AS m
                     LEFT JOIN {reg} AS r ON m.reader_id = r.reader_id
@@ -269,7 +281,7 @@ def readers() -> list[dict[str, Any]]:
                             AS last_active, a.sightings AS sightings
                     FROM {reg} AS r
                     LEFT JOIN (SELECT reader_id, max(minute_ms) AS last_minute,
-                                      uniqMerge(sightings) AS sightings
+                                      {live()} AS sightings
                                FROM reader_minute WHERE {window} GROUP BY reader_id) AS a
                         ON a.reader_id = r.reader_id
                     ORDER BY a.last_minute ASC, r.reader_id LIMIT 500"""
