@@ -16,6 +16,7 @@ from recovery.auth import Principal, Role, hash_key, new_key
 from recovery.batching import GroupCommit
 from recovery.notify import Notifier
 from recovery.ratelimit import RateLimiter
+from recovery.webhook_policy import WebhookPolicy
 from store import accounts, cases
 from store.runner import StoreRunner
 from tagtrail.config import Settings
@@ -68,7 +69,7 @@ class ServiceContext:
         )
         await self.producer.start()
         if self.notifier is None:
-            self.notifier = Notifier()
+            self.notifier = Notifier(policy=WebhookPolicy.from_settings(self.settings))
         # A per-run admin key for the local CLI (written to the 0600 run file, never logged).
         key, _, key_hash = new_key(Role.admin)
         self.local_admin_key, self._local_admin_hash = key, key_hash

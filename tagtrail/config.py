@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     api_rate_burst: int = Field(default=200, ge=1)
     console_tile_url: str = ""  # optional map tiles for the police console; none: offline drawing
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Owner webhooks go to public https hosts only; these hosts, IPs or CIDRs (comma-separated)
+    # may also be plain http or private, e.g. an integrator's notification gateway on the LAN.
+    webhook_allow_hosts: str = ""
 
     topic_reads: str = "tag-reads"
     topic_readers: str = "readers"

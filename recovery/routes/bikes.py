@@ -10,6 +10,7 @@ from recovery.audit import Access, police_only
 from recovery.auth import Role
 from recovery.deps import Caller, Ctx, require
 from recovery.schemas import ERRORS, Bike, BikeIn, Sighting, Sightings
+from recovery.webhook_policy import WebhookPolicy
 from store import accounts, cases
 
 router = APIRouter(tags=["bikes"], responses=ERRORS)  # type: ignore[arg-type]
@@ -46,6 +47,10 @@ async def register_bike(
     body: BikeIn, ctx: Ctx, caller: Annotated[Any, require(Role.owner)]
 ) -> Bike:
     """Register one of your bikes by its tag (re-registering your own tag updates it)."""
+    if body.webhook_url:
+        refused = WebhookPolicy.from_settings(ctx.settings).check_url(body.webhook_url)
+        if refused is not None:
+            raise HTTPException(422, f"webhook_url: {refused}")
     current = await ctx.runner.run(accounts.bike_owner, body.tag_id)
     if current is not None and current != caller.owner_id:
         raise HTTPException(409, f"tag {body.tag_id} is registered to another owner")

@@ -23,6 +23,7 @@ def module_settings(tmp: object, bootstrap: str, **overrides: object) -> Setting
             for t in ("reads", "readers", "dead_letter", "late", "sightings", "hotlist", "alerts")
         },
         "consumer_group": f"group-{u}",
+        "webhook_allow_hosts": "127.0.0.1",  # the tests' webhook receiver
     }
     base.update(overrides)
     return load_settings(**base)

@@ -12,6 +12,7 @@ from recovery import background
 from recovery.background import Service
 from recovery.notify import Notifier
 from recovery.ratelimit import RateLimiter
+from recovery.webhook_policy import WebhookPolicy
 from tagtrail.config import Settings
 
 __all__ = ["SSEClient", "Service", "running_service", "seed_sightings"]
@@ -21,7 +22,8 @@ __all__ = ["SSEClient", "Service", "running_service", "seed_sightings"]
 def running_service(settings: Settings, **ctx_args: Any) -> Iterator[Service]:
     """A service with generous rate limits and fast webhook retries (tests change them)."""
     ctx_args.setdefault("limiter", RateLimiter(rate_per_s=1000, burst=1000))
-    ctx_args.setdefault("notifier", Notifier(delays_s=(0.1, 0.2, 0.4)))
+    policy = WebhookPolicy.from_settings(settings)
+    ctx_args.setdefault("notifier", Notifier(delays_s=(0.1, 0.2, 0.4), policy=policy))
     with background.running_service(settings, **ctx_args) as svc:
         yield svc
 

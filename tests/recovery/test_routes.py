@@ -148,6 +148,21 @@ def test_validation_errors_name_fields(service: Service, owner: dict[str, str]) 
         headers=h(owner),
     )
     assert r.status_code == 422
+    # Webhooks may not point inside the network (only 127.0.0.1 is allowed, for the tests).
+    for url in (
+        "http://example.org/h",
+        "https://10.1.2.3/h",
+        "https://169.254.169.254/latest",
+        "https://localhost:8080/h",
+        "http://127.0.0.2/h",
+        "https://u:p@example.org/",
+    ):
+        r = httpx.post(
+            f"{service.url}/v1/bikes",
+            json={"tag_id": 5, "plate": "x", "webhook_url": url},
+            headers=h(owner),
+        )
+        assert r.status_code == 422 and "webhook_url" in r.text, (url, r.text)
 
 
 def test_tag_of_another_owner_is_refused(service: Service, owner: dict[str, str]) -> None:

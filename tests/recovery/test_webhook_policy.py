@@ -1,0 +1,71 @@
+"""The webhook policy: public https hosts, or what the operator allows; nothing internal."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recovery.webhook_policy import WebhookPolicy
+
+STRICT = WebhookPolicy()
+
+
+def test_public_https_only_by_default() -> None:
+    assert STRICT.check_url("https://hooks.example.com/t/abc?x=1") is None
+    assert STRICT.check_url("https://93.184.216.34:8443/h") is None
+    for bad in (
+        "http://hooks.example.com/",  # plain http
+        "https://127.0.0.1/",
+        "https://[::1]/",
+        "https://10.0.0.1/",
+        "https://192.168.1.10/",
+        "https://169.254.169.254/latest/meta-data",  # cloud metadata
+        "https://[fd00::1]/",
+        "https://0.0.0.0/",
+        "https://localhost/",
+        "https://printer.local/",
+        "https://svc.internal/",
+        "https://user:pw@example.com/",
+        "ftp://example.com/",
+        "https:///nohost",
+        "https://example.com:99999/",
+    ):
+        assert STRICT.check_url(bad) is not None, bad
+
+
+def test_allowlist_admits_named_hosts_addresses_and_networks() -> None:
+    p = WebhookPolicy.parse(" gw.lan , 127.0.0.1, 10.20.0.0/16 ,")
+    assert p.check_url("http://gw.lan:9000/hook") is None
+    assert p.check_url("http://127.0.0.1:5000/") is None
+    assert p.check_url("http://10.20.3.4/") is None
+    assert p.check_url("http://10.21.3.4/") is not None
+    assert p.check_url("http://127.0.0.2/") is not None
+
+
+@given(st.ip_addresses())
+def test_an_ip_literal_is_allowed_exactly_when_global(ip: ipaddress._BaseAddress) -> None:
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    allowed = STRICT.check_url(f"https://{host}/h") is None
+    assert allowed == ip.is_global
+
+
+def test_delivery_rechecks_what_the_name_resolves_to() -> None:
+    # The machine's own name passes the name check, but resolves to a loopback/private address.
+    p = WebhookPolicy()
+    name = socket.gethostname().lower()
+    try:
+        addrs = {ipaddress.ip_address(i[4][0]) for i in socket.getaddrinfo(name, 443)}
+    except OSError as e:
+        pytest.skip(f"this machine's host name {name!r} does not resolve ({e})")
+    if all(a.is_global for a in addrs):
+        pytest.skip(f"this machine's host name {name!r} resolves to public addresses only")
+    assert p.check_url(f"https://{name}/h") is None
+    reason = asyncio.run(p.check_delivery(f"https://{name}/h"))
+    assert reason is not None and "not a public address" in reason
+    assert asyncio.run(p.check_delivery("https://no-such-host.invalid/h")) is not None
+    assert asyncio.run(WebhookPolicy.parse("127.0.0.1").check_delivery("http://127.0.0.1/")) is None
