@@ -3,7 +3,10 @@
 The topic has one partition; its offset is the alert's stream position (the SSE event id). The
 follower resumes after the highest offset already stored, and storing is idempotent (alert_id is
 the table key, the offset range the insert's dedup token), so restarts neither lose nor double.
-The first alert of an open case marks it spotted (hotlist and owner webhook follow).
+The first alert of an open case marks it spotted (hotlist and owner webhook follow). Every API
+replica stores alerts (idempotently, for its SSE clients), but only one acts on them: the member
+of the consumer group `<group>-alert-actions` that holds the topic's one partition, so several
+replicas never mark a case twice or call the owner's webhook twice.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class AlertFeed:
         self.stored = asyncio.Condition()
         self._spotted: set[str] = set()
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._actions: AIOKafkaConsumer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self.stored_offset = await self.ctx.runner.run(cases.last_alert_offset)
@@ -46,14 +50,23 @@ class AlertFeed:
         tp = TopicPartition(self.ctx.settings.topic_alerts, 0)
         self._consumer.assign([tp])
         self._consumer.seek(tp, self.stored_offset + 1)
-        self._task = asyncio.create_task(self._run(tp))
+        self._actions = AIOKafkaConsumer(
+            self.ctx.settings.topic_alerts,
+            bootstrap_servers=self.ctx.bootstrap,
+            group_id=f"{self.ctx.settings.consumer_group}-alert-actions",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self._actions.start()
+        self._tasks = [asyncio.create_task(self._run(tp)), asyncio.create_task(self._act())]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for c in (self._consumer, self._actions):
+            if c is not None:
+                await c.stop()
 
     async def _run(self, tp: TopicPartition) -> None:
         consumer = self._consumer
@@ -90,8 +103,27 @@ class AlertFeed:
             async with self.stored:
                 self.stored_offset = msgs[-1].offset
                 self.stored.notify_all()
-            for a in alerts:
-                await self._first_alert(a)
+
+    async def _act(self) -> None:
+        """The group member holding the partition acts on each alert once it is stored here."""
+        consumer = self._actions
+        if consumer is None:
+            return
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for msgs in batches.values():
+                async with self.stored:  # act on stored alerts only: the case page shows them
+                    await self.stored.wait_for(lambda m=msgs: self.stored_offset >= m[-1].offset)
+                for m in msgs:
+                    try:
+                        a = Alert.decode(m.value)
+                    except (ValueError, TypeError, KeyError):
+                        continue  # logged by the storing loop, which sees every record too
+                    await self._first_alert(a)
+            if batches:
+                # A replica that dies before this commit leaves the batch to the next holder:
+                # marking spotted is idempotent (a spotted case is not marked again).
+                await consumer.commit()
 
     async def _first_alert(self, a: Alert) -> None:
         if a.case_id in self._spotted:
