@@ -17,6 +17,9 @@ _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)(?:\s*\(([^)]*)\))?")
 _CREATE_MV = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\b", re.S)
 _FROM = re.compile(r"\bFROM (\w+)")
 _ALTER = re.compile(r"^ALTER TABLE (\w+)\b")
+# Column changes must reach the Distributed table too, or it keeps serving the old columns;
+# engine settings and TTL exist only on the local MergeTree.
+_COLUMN_ALTER = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b")
 _INSERT = re.compile(r"^INSERT INTO \w+\b")
 _ORDER_BY = re.compile(r"ORDER BY \(?\s*(\w+)")
 
@@ -70,7 +73,11 @@ def render_for_cluster(stmt: str, cluster: str) -> list[str]:
         body = _FROM.sub(lambda f: f"FROM {f.group(1)}_local", stmt[m.end() :])
         return [head + body]
     if m := _ALTER.match(stmt):
-        return [f"ALTER TABLE {m.group(1)}_local ON CLUSTER {c}" + stmt[m.end() :]]
+        rest = stmt[m.end() :]
+        out = [f"ALTER TABLE {m.group(1)}_local ON CLUSTER {c}" + rest]
+        if _COLUMN_ALTER.match(rest):
+            out.append(f"ALTER TABLE {m.group(1)} ON CLUSTER {c}" + rest)
+        return out
     if _INSERT.match(stmt):
         # A backfill: through the Distributed tables, run once from the migrating node.
         return [stmt]

@@ -101,3 +101,11 @@ def test_cluster_ddl_parses(store: Store, tmp_path: Path) -> None:
     assert len(dists) == len(creates)
     mvs = [st for st in stmts if "MATERIALIZED VIEW" in st]
     assert mvs and all("TO " in st and "_local" in st.split("FROM", 1)[1] for st in mvs)
+    # A new column reaches both the replicated local table and the Distributed one over it;
+    # an engine setting only the local one.
+    adds = [st for st in stmts if "ADD COLUMN IF NOT EXISTS webhook_url" in st]
+    assert sorted(st.split(" ON CLUSTER")[0] for st in adds) == [
+        "ALTER TABLE bikes", "ALTER TABLE bikes_local",
+    ]  # fmt: skip
+    settings_alters = [st for st in stmts if "MODIFY SETTING" in st]
+    assert settings_alters and all("_local ON CLUSTER" in st for st in settings_alters)
