@@ -7,8 +7,9 @@ Stages (each module is owned by its stage; this only calls it, without writing t
   geoindex    bench_geoindex.bench: numba H3 vs h3-py per point, polars-h3, chdb geoToH3
   store       bench_store.run: sink-style inserts and the query library's latencies
   simulator   bench_simulator._run: reads generated per second
-  kafka_peer  peer_kafka_engine.run_peer: ClickHouse Kafka engine + MV (or why not), and a
-              ClickHouse JSONEachRow ingest of the same topic
+  kafka_peer  peer_kafka_engine.run_peer: ClickHouse's Kafka engine + MV (chdb, child process)
+              draining the same reads as RowBinary and Native, 1,000 a message like the decode
+              stage's batches, and a ClickHouse JSONEachRow ingest of the same reads
 A stage that fails is recorded with its error (and the run goes on), never with a number.
 """
 
@@ -111,6 +112,7 @@ def _publish(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kafka_peer(a: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.bench_wire import BATCH
     from benchmarks.e2e_scale import RUSH_START_H, recent_day_ms
     from benchmarks.peer_kafka_engine import run_peer
     from ingest.simulator import CityConfig, simulate
@@ -118,7 +120,11 @@ def _kafka_peer(a: dict[str, Any]) -> dict[str, Any]:
     cfg = CityConfig(scale=a["scale"], start_ms=recent_day_ms() + RUSH_START_H * 3_600_000)
     reads = simulate(cfg).reads
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-        return _with_broker(lambda b: asyncio.run(run_peer(b, reads, Path(tmp) / "peer")))
+        return _with_broker(
+            lambda b: asyncio.run(
+                run_peer(b, reads, Path(tmp) / "peer", reads_per_message=float(BATCH))
+            )
+        )
 
 
 STAGES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

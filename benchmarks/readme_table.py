@@ -64,7 +64,8 @@ def _peer(e2e: dict[str, Any]) -> str:
         return "not run"
     k = p["kafka_engine_mv"]
     engine = (
-        f"Kafka engine + MV {_n(k['rows_per_s'])} rows/s"
+        f"ClickHouse Kafka engine + MV {_n(k['rows_per_s'])} rows/s ({k.get('format', '?')}, "
+        f"{k.get('reads_per_message', '?')} reads/msg, drained backlog, no dedup/H3)"
         if "rows_per_s" in k
         else f"Kafka engine + MV not measured ({k['not_measured'][:140]})"
     )
