@@ -150,7 +150,24 @@ def _api(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _kafka_peer(d: dict[str, Any]) -> list[Row]:
+    variants = "; ".join(
+        f"{v['format']} at {v['reads_per_message']:g} reads/msg {_k(v['rows_per_s'])}"
+        for v in d["kafka_engine_mv_variants"]
+        if "rows_per_s" in v
+    )
+    return [
+        (
+            "ClickHouse Kafka engine + MV peer (chdb), draining a backlog of "
+            f"{d['reads']:,} reads; no validation, dedup or H3",
+            f"reads/s: {variants}{_load_note({'loadavg': [d['load_1min_at_start']]})}",
+            "`python -m benchmarks.peer_kafka_engine`",
+        )
+    ]
+
+
 SOURCES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "peer_kafka_engine": _kafka_peer,
     "bench_geoindex": _geoindex,
     "bench_sessionize": _sessionize,
     "bench_wire": _wire,
@@ -165,8 +182,12 @@ def component_rows(root: Path) -> list[Row]:
     rows: list[Row] = []
     for name, render in SOURCES.items():
         d = _load(root, name)
-        if d is not None:
+        if d is None:
+            continue
+        try:
             rows.extend(render(d))
+        except (KeyError, TypeError) as e:  # a script changed its JSON: say so, don't guess
+            rows.append((f"results/{name}.json", f"not rendered: unexpected shape ({e!r})", "-"))
     return rows
 
 
