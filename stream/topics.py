@@ -14,18 +14,23 @@ log = logging.getLogger(__name__)
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    n = settings.partitions
+    n, rf = settings.partitions, settings.replication_factor
     compacted = {"cleanup.policy": "compact"}
     return [
-        NewTopic(settings.topic_reads, n, 1),
+        # The broker stamps each gateway message with its append time: validation judges a
+        # read's timestamp against it, so a gateway with a clock far ahead cannot pass off
+        # future reads, and a redelivered message is judged exactly as the first time.
+        NewTopic(
+            settings.topic_reads, n, rf, topic_configs={"message.timestamp.type": "LogAppendTime"}
+        ),
         # The reader registry keyed by reader_id; every worker reads all of it.
-        NewTopic(settings.topic_readers, 1, 1, topic_configs=compacted),
-        NewTopic(settings.topic_dead_letter, 1, 1),
-        NewTopic(settings.topic_late, n, 1),
-        NewTopic(settings.topic_sightings, n, 1),
+        NewTopic(settings.topic_readers, 1, rf, topic_configs=compacted),
+        NewTopic(settings.topic_dead_letter, 1, rf),
+        NewTopic(settings.topic_late, n, rf),
+        NewTopic(settings.topic_sightings, n, rf),
         # Open cases keyed by tag_id: the latest record per tag is the case's current state.
-        NewTopic(settings.topic_hotlist, 1, 1, topic_configs=compacted),
-        NewTopic(settings.topic_alerts, 1, 1),
+        NewTopic(settings.topic_hotlist, 1, rf, topic_configs=compacted),
+        NewTopic(settings.topic_alerts, 1, rf),
     ]
 
 

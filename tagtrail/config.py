@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     kafka_heap_mb: int = Field(default=512, ge=128, le=16384)
     kafka_start_timeout_s: float = Field(default=60.0, gt=0)
     partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)  # of the topics tagtrail creates
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)

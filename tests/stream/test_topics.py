@@ -1,0 +1,51 @@
+"""Topics as the pipeline declares them: partitions, compaction and broker-stamped read times."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream.topics import ensure_topics, topic_specs
+from tagtrail.config import Settings
+
+
+def test_specs_follow_settings(settings_factory: Callable[..., Settings]) -> None:
+    s = settings_factory(partitions=6, replication_factor=3)
+    specs = {t.name: t for t in topic_specs(s)}
+    assert specs[s.topic_reads].num_partitions == 6 and specs[s.topic_late].num_partitions == 6
+    assert all(t.replication_factor == 3 for t in specs.values())
+    assert specs[s.topic_hotlist].topic_configs == {"cleanup.policy": "compact"}
+
+
+def test_read_messages_carry_the_broker_append_time(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    """A gateway's own timestamp (here a day ahead) is replaced by the broker's clock."""
+    s = settings_factory()
+
+    async def go() -> tuple[int, int]:
+        await ensure_topics(s, kafka_bootstrap)
+        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await prod.start()
+        try:
+            ahead = int(time.time() * 1000) + 86_400_000
+            await prod.send_and_wait(s.topic_reads, b"x", partition=0, timestamp_ms=ahead)
+        finally:
+            await prod.stop()
+        cons = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+        await cons.start()
+        try:
+            tp = TopicPartition(s.topic_reads, 0)
+            cons.assign([tp])
+            msg = await asyncio.wait_for(cons.getone(), 20)
+            return msg.timestamp, msg.timestamp_type
+        finally:
+            await cons.stop()
+
+    before = int(time.time() * 1000)
+    ts, ts_type = asyncio.run(go())
+    assert ts_type == 1  # LogAppendTime
+    assert before - 5_000 <= ts <= int(time.time() * 1000) + 5_000
