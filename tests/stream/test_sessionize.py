@@ -271,3 +271,28 @@ def test_a_batch_spanning_more_than_49_days_is_sorted_correctly() -> None:
     reads = R((1, 0, far, -60), (1, 0, 0, -60), (1, 0, far + 5, -61), (2, 1, 7, -60))
     store.apply(s.process(reads, 0))
     assert_same(store.current(), reference_sightings(reads, 30_000, REG))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 2), st.integers(0, 120)), max_size=60),
+    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 2), st.integers(0, 120)), max_size=60),
+)
+def test_duplicates_are_counted_exactly(
+    a: list[tuple[int, int, int]], b: list[tuple[int, int, int]]
+) -> None:
+    """n_duplicates: reads of a batch whose identity the state (or the batch itself) held."""
+
+    def reads(rows: list[tuple[int, int, int]]) -> Reads:
+        n = len(rows)
+        return Reads.from_columns(
+            tag_id=[r[0] for r in rows], reader_id=[r[1] for r in rows],
+            ts_ms=[1_000_000 + 1000 * r[2] for r in rows], rssi_dbm=[-50] * n, flags=[0] * n,
+            lat=[np.nan] * n, lon=[np.nan] * n,
+        )  # fmt: skip
+
+    s = Sessionizer(gap_ms=30_000, max_lateness_ms=10**9, registry=REG)
+    first = s.process(reads(a), version=1) if a else None
+    assert first is None or first.n_duplicates == len(a) - len(set(a))
+    second = s.process(reads(b), version=2) if b else None
+    assert second is None or second.n_duplicates == len(b) - len(set(b) - set(a))

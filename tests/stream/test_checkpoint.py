@@ -1,0 +1,65 @@
+"""Checkpoints: written from zero-copy state views, read back exactly; old and broken files."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.reads import Reads
+from stream.checkpoint import Checkpoint, CheckpointStore
+from stream.dedup import ReaderRegistry
+from stream.exceptions import StreamError
+from stream.sessionize import Sessionizer
+
+
+def _sessionizer() -> Sessionizer:
+    reg = ReaderRegistry.from_columns(
+        reader_id=np.array([1, 2], np.uint32), lat=np.array([25.0, 25.1]),
+        lon=np.array([102.7, 102.8]),
+    )  # fmt: skip
+    s = Sessionizer(gap_ms=30_000, max_lateness_ms=3_600_000, registry=reg)
+    n = 5_000
+    rng = np.random.default_rng(3)
+    reads = Reads.from_columns(
+        tag_id=rng.integers(1, 300, n), reader_id=rng.integers(1, 3, n),
+        ts_ms=1_700_000_000_000 + rng.integers(0, 600_000, n), rssi_dbm=rng.integers(-80, -30, n),
+        flags=np.zeros(n), lat=np.full(n, np.nan), lon=np.full(n, np.nan),
+    )  # fmt: skip
+    s.process(reads, version=1)
+    return s
+
+
+def test_parts_round_trip_to_the_same_state(tmp_path: Path) -> None:
+    s = _sessionizer()
+    store = CheckpointStore(tmp_path)
+    store.save("reads", 3, Checkpoint(41, s.snapshot_parts(), frozenset({"a", "b"})))
+    got = store.load("reads", 3)
+    assert got is not None and got.offset == 41 and got.alerted == {"a", "b"}
+    assert bytes(got.state) == s.snapshot()
+    back = _sessionizer()
+    back.restore(got.state)
+    assert back.snapshot() == s.snapshot()
+    assert store.load("reads", 4) is None
+
+
+def test_previous_npz_format_is_read(tmp_path: Path) -> None:
+    s = _sessionizer()
+    meta = json.dumps({"offset": 7, "alerted": ["x"]}).encode()
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(meta, np.uint8), state=np.frombuffer(s.snapshot(), np.uint8))
+    (tmp_path / "reads-0.ckpt").write_bytes(buf.getvalue())
+    got = CheckpointStore(tmp_path).load("reads", 0)
+    assert got is not None and got.offset == 7 and bytes(got.state) == s.snapshot()
+
+
+def test_truncated_file_is_an_error_not_a_smaller_state(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save("reads", 0, Checkpoint(1, _sessionizer().snapshot(), frozenset()))
+    path = tmp_path / "reads-0.ckpt"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(StreamError, match="truncated"):
+        store.load("reads", 0)
