@@ -55,7 +55,19 @@ def e2e(
     theft_rate: Annotated[float, typer.Option(help="thefts per day (absolute)")] = 2000.0,
     report_delay_s: Annotated[float, typer.Option(help="median theft -> report delay")] = 600.0,
     rate: Annotated[float, typer.Option(help="cap on published reads/s; 0 = no cap")] = 0.0,
+    flush_ms: Annotated[
+        int, typer.Option(min=1, help="gateways flush what they buffered every this many wall ms")
+    ] = 1000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="`tagtrail worker` processes; 0 = the worker inside `tagtrail up`"
+        ),
+    ] = 1,
     peer: Annotated[bool, typer.Option(help="also run the ClickHouse Kafka-engine peer")] = True,
+    profile: Annotated[
+        bool, typer.Option(help="cProfile the pipeline processes (raw/up.prof, raw/worker-N.prof)")
+    ] = False,
     results_dir: Annotated[Path, typer.Option(help="where results/<run-id>/ goes")] = RESULTS,
     keep_work: Annotated[bool, typer.Option(help="keep the broker and store folders")] = False,
 ) -> None:
@@ -81,6 +93,9 @@ def e2e(
             theft_rate_per_day=theft_rate,
             report_delay_median_s=report_delay_s,
             rate_reads_per_s=rate,
+            flush_ms=flush_ms,
+            workers=workers,
+            profile=profile,
             peer=peer,
         )
         res = asyncio.run(run_e2e(opts, out / "raw"))

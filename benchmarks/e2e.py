@@ -1,11 +1,15 @@
 """`tagtrail bench e2e`: the whole system on this machine, measured as a city would judge it.
 
 Layout (separate processes, so each one's memory and CPU are measured on its own):
-  this process: simulator -> gateway publisher (+ theft reports onto the hotlist topic)
+  this process: simulator -> gateway buffers flushed on the wall clock -> publisher (+ theft
+    reports onto the hotlist topic); every read is spooled to disk for the checks
   Kafka broker: deploy.kafka.LocalKafka (a JVM)
-  `tagtrail up` subprocess: worker + sink + embedded store + recovery API (TAGTRAIL_KAFKA = broker)
+  `tagtrail up --no-worker` subprocess: sink + embedded store + recovery API, and `workers`
+    `tagtrail worker` subprocesses (one consumer group); with workers=0, `tagtrail up` runs the
+    worker in its own process as well (one GIL for everything)
   observer subprocess: alerts topic consumer, SSE client (if the API has the route), sampler
-Afterwards the stored sightings are exported and checked against the reference sessionizer.
+Afterwards the stored sightings are exported and checked against the reference sessionizer,
+one tag bucket of the spool at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +18,7 @@ import asyncio
 import io
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,19 +31,22 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaProducer
 
 from benchmarks import e2e_checks as checks
+from benchmarks import e2e_procs as ep
 from benchmarks.e2e_feed import FeedResult, feed
 from benchmarks.e2e_scale import Scale
+from benchmarks.e2e_spool import ReadSpool
 from deploy.kafka.broker import LocalKafka
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
 from ingest.simulator import Simulation
 from stream.dedup import ReaderRegistry, reference_sightings
 from stream.progress import wait_drained
 from stream.topics import ensure_topics
 from tagtrail.config import Settings, load_settings
-from tagtrail.runtime import RunningPipeline, find_running
+from tagtrail.runtime import RunningPipeline
 
 SSE_PATH = "/v1/alerts/stream"
+# The reference sessionizer (pandas) needs ~10x its reads' size: buckets keep a day's peak ~2 GB.
+SPOOL_READS_PER_BUCKET = 4_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,9 @@ class E2EOptions:
     report_delay_median_s: float = 600.0
     rate_reads_per_s: float = 0.0  # 0: as fast as the publisher goes
     slice_ms: int = 1000
+    flush_ms: int = 1000  # gateways flush every this many wall ms (a real uplink's interval)
+    workers: int = 1  # `tagtrail worker` processes; 0: the worker runs inside `tagtrail up`
+    profile: bool = False  # run the pipeline processes under cProfile (raw/*.prof)
     drain_timeout_s: float = 3600.0
     alert_settle_s: float = 3.0
     peer: bool = True
@@ -64,58 +72,6 @@ class E2EOptions:
 
 def _du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _start_up(settings: Settings, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "TAGTRAIL_DATA_DIR": str(settings.data_dir),
-        "TAGTRAIL_KAFKA": bootstrap,
-        "TAGTRAIL_API_PORT": "0",
-        "TAGTRAIL_PARTITIONS": str(settings.partitions),
-    }
-    with log.open("wb") as f:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tagtrail.cli", "up"],
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-async def _wait_up(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> RunningPipeline:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tagtrail up exited ({proc.returncode}): {log.read_text()[-2000:]}")
-        up = find_running(settings)
-        if up is not None and up.pid == proc.pid:
-            return up
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"tagtrail up did not start within 180 s: {log.read_text()[-2000:]}")
-
-
-def _start_observer(out: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
-    path = out / "observer.json"
-    path.write_text(json.dumps(cfg))
-    with (out / "observer.log").open("wb") as f:
-        return subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.e2e_observer", "--config", str(path)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -147,25 +103,43 @@ async def run_e2e(opts: E2EOptions, out: Path) -> dict[str, Any]:
             data_dir=work / "data", kafka=broker.bootstrap, api_port=0, partitions=opts.partitions
         )
         await ensure_topics(settings, broker.bootstrap)
-        up_proc = _start_up(settings, broker.bootstrap, out / "up.log")
+        up_proc = ep.start_up(
+            settings,
+            broker.bootstrap,
+            out / "up.log",
+            worker=not opts.workers,
+            profile=opts.profile,
+        )
         procs.append(up_proc)
-        up = await _wait_up(settings, up_proc, out / "up.log")
-        result = await _measure(opts, out, sim, settings, broker, up, up_proc, procs)
+        workers = ep.start_workers(settings, broker.bootstrap, out, opts.workers, opts.profile)
+        procs.extend(p for p, _ in workers)
+        up = await ep.wait_up(settings, up_proc, out / "up.log")
+        spool = ReadSpool(
+            work / "spool",
+            n_buckets=max(1, opts.scale.expected_reads // SPOOL_READS_PER_BUCKET),
+            keep_head=opts.peer_max_reads if opts.peer else 0,
+        )
+        result = await _measure(
+            opts, out, sim, settings, broker, up, up_proc, workers, spool, procs
+        )
         result["simulator_setup_s"] = round(sim_setup_s, 2)
-        _stop(up_proc)
+        for p, _ in workers:
+            ep.stop(p)
+        ep.stop(up_proc)
         result["disk"] = _disk(settings, result)
         if opts.peer:
             from benchmarks.peer_kafka_engine import run_peer
 
-            reads = result.pop("_reads")
+            # Like for like: the peer's messages carry as many reads as the feed's did.
+            rpm = result["ingest"].get("reads_per_message") or 1000.0
             result["peer_kafka_engine"] = await run_peer(
-                broker.bootstrap, reads, work / "peer", max_reads=opts.peer_max_reads
-            )
-        result.pop("_reads", None)
+                broker.bootstrap, spool.head(), work / "peer", max_reads=opts.peer_max_reads,
+                reads_per_message=max(1.0, float(rpm)), engine_formats=("RowBinary",),
+            )  # fmt: skip
         return result
     finally:
         for p in procs:
-            _stop(p)
+            ep.stop(p)
         await asyncio.to_thread(broker.stop)
         broker.kill()
 
@@ -191,6 +165,8 @@ async def _measure(
     broker: LocalKafka,
     up: RunningPipeline,
     up_proc: subprocess.Popen[bytes],
+    workers: list[tuple[subprocess.Popen[bytes], int]],
+    spool: ReadSpool,
     procs: list[subprocess.Popen[bytes]],
 ) -> dict[str, Any]:
     admin = {"Authorization": f"Bearer {up.admin_key}"}
@@ -208,7 +184,7 @@ async def _measure(
         r.raise_for_status()
         police = {"Authorization": f"Bearer {r.json()['key']}"}
         sse_path = SSE_PATH if SSE_PATH in paths else ""
-        obs = _start_observer(
+        obs = ep.start_observer(
             out,
             {
                 "out_dir": str(out),
@@ -217,10 +193,14 @@ async def _measure(
                 "api_url": up.api_url,
                 "police_key": police["Authorization"].split(" ", 1)[1],
                 "sse_path": sse_path,
+                "metrics_urls": [f"{up.api_url}/metrics"]
+                + [f"http://127.0.0.1:{port}/metrics" for _, port in workers],
                 "pids": {
-                    "pipeline": up_proc.pid,
-                    "broker": broker.proc.pid,
-                    "generator": os.getpid(),
+                    "pipeline": [up_proc.pid, *(p.pid for p, _ in workers)],
+                    "up": [up_proc.pid],
+                    "workers": [p.pid for p, _ in workers],
+                    "broker": [broker.proc.pid],
+                    "generator": [os.getpid()],
                 },
             },
         )
@@ -242,13 +222,18 @@ async def _measure(
                     pub,
                     hot,
                     settings.topic_hotlist,
+                    flush_ms=opts.flush_ms,
                     slice_ms=opts.slice_ms,
                     rate_reads_per_s=opts.rate_reads_per_s,
+                    spool=spool,
                 )
         finally:
             await hot.stop()
         await wait_drained(settings, broker.bootstrap, timeout_s=opts.drain_timeout_s)
         drained_ms = time.time_ns() // 1_000_000
+        stage = await ep.stage_metrics(
+            http, [f"http://127.0.0.1:{port}/metrics" for _, port in workers]
+        )
         await asyncio.sleep(opts.alert_settle_s)
         got = await http.get("/v1/export/sightings")
         got.raise_for_status()
@@ -259,11 +244,15 @@ async def _measure(
                 f"/v1/bikes/{tag}/last-seen", params={"reason": "benchmark"}, headers=police
             )
             last_seen[tag] = r.json() if r.status_code == 200 else None
-    _stop(obs, timeout_s=10)
+    ep.stop(obs, timeout_s=10)
     # It holds the run's police key: the results folder may be committed.
     (out / "observer.json").unlink()
     (out / "observer.ready").unlink(missing_ok=True)
-    return _summarise(opts, sim, settings, fr, stored, last_seen, drained_ms, out, sse_path)
+    result = _summarise(
+        opts, sim, settings, fr, spool, stored, last_seen, drained_ms, out, sse_path
+    )
+    result["stages"] = stage
+    return result
 
 
 def _summarise(
@@ -271,37 +260,49 @@ def _summarise(
     sim: Simulation,
     settings: Settings,
     fr: FeedResult,
+    spool: ReadSpool,
     stored: pd.DataFrame,
     last_seen: dict[int, dict[str, Any] | None],
     drained_ms: int,
     out: Path,
     sse_path: str,
 ) -> dict[str, Any]:
-    reads = Reads.concat(fr.reads) if fr.reads else Reads.empty()
     reg = sim.city.registry_columns()
     fixed = reg["kind"] == "fixed"
     registry = ReaderRegistry.from_columns(
         reg["reader_id"][fixed], reg["lat"][fixed], reg["lon"][fixed]
     )
-    t = time.perf_counter()
-    reference = pd.DataFrame(reference_sightings(reads, settings.gap_ms, registry))
-    reference_s = time.perf_counter() - t
     samples = _read_jsonl(out / "samples.jsonl")
     alerts = _read_jsonl(out / "alerts.jsonl")
+    # The checks below need the reference rows of stolen or alerted bikes only.
+    watch = [int(t) for th in fr.thefts for t in th["tag_id"]]
+    watch += [int(a["alert"]["tag_id"]) for a in alerts if a.get("alert")]
+    t = time.perf_counter()
+    correctness, reference = _check_buckets(
+        spool, stored, settings.gap_ms, registry, np.array(watch, np.uint64)
+    )
+    reference_s = time.perf_counter() - t
     elapsed_s = (drained_ms - fr.first_publish_ms) / 1000
     publish_s = (fr.last_publish_ms - fr.first_publish_ms) / 1000
     last = samples[-1] if samples else {}
-    correctness = checks.compare_sightings(stored, reference)
     correctness["dead_lettered_reads"] = int(last.get("tagtrail_invalid_reads_total", 0))
     correctness["late_reads"] = int(last.get("tagtrail_late_reads_total", 0))
     correctness["reference_s"] = round(reference_s, 2)
+    cpu = {
+        name: round(samples[-1][f"cpu_{name}_s"] - samples[0][f"cpu_{name}_s"], 1)
+        for name in ("up", "workers", "broker", "generator")
+        if samples and f"cpu_{name}_s" in samples[-1] and f"cpu_{name}_s" in samples[0]
+    }
     rss = {
         name: max((s.get(f"rss_{name}_mb") or 0) for s in samples) if samples else None
-        for name in ("pipeline", "broker", "generator")
+        for name in ("pipeline", "up", "workers", "broker", "generator")
     }
     ingest = {
         "reads": fr.n_reads,
         "gateway_messages": fr.n_messages,
+        "gateway_flushes": fr.n_flushes,
+        "flush_ms": opts.flush_ms,
+        "reads_per_message": round(fr.n_reads / fr.n_messages, 1) if fr.n_messages else None,
         "wire_mb_uncompressed": round(fr.wire_bytes / 1e6, 1),
         "publish_s": round(publish_s, 2),
         "publish_reads_per_s": round(fr.n_reads / publish_s) if publish_s > 0 else None,
@@ -356,14 +357,41 @@ def _summarise(
             "report_delay_median_s": opts.report_delay_median_s,
             "partitions": opts.partitions,
             "rate_limit_reads_per_s": opts.rate_reads_per_s or None,
+            "worker_processes": opts.workers,
+            "layout": f"{opts.workers} x `tagtrail worker` + `tagtrail up --no-worker`"
+            if opts.workers
+            else "`tagtrail up` (worker, sink, store, API in one process)",
+            "spool_buckets": spool.n_buckets,
         },
         "ingest": ingest,
         "memory_max_rss_mb": {k: round(v) if v is not None else None for k, v in rss.items()},
+        "cpu_seconds_while_observed": cpu,
         "correctness": correctness,
         "alert_latency": latency,
         "recovery": rec,
-        "_reads": reads,
     }
+
+
+def _check_buckets(
+    spool: ReadSpool,
+    stored: pd.DataFrame,
+    gap_ms: int,
+    registry: ReaderRegistry,
+    watch_tags: np.ndarray,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Compare the store with the reference bucket by bucket; keep reference rows of watch_tags."""
+    totals = dict.fromkeys(
+        ("reference_sightings", "stored_sightings", "lost", "extra_or_different", "duplicated"), 0
+    )
+    stored_bucket = spool.bucket_of(stored["tag_id"].to_numpy(np.uint64))
+    kept = []
+    for k, reads in spool.buckets():
+        ref = pd.DataFrame(reference_sightings(reads, gap_ms, registry))
+        del reads
+        for key, v in checks.compare_sightings(stored[stored_bucket == k], ref).items():
+            totals[key] += v
+        kept.append(ref[ref["tag_id"].isin(watch_tags)])
+    return dict(totals), pd.concat(kept, ignore_index=True)
 
 
 def lat_sse_all(sse_alerts: list[dict[str, Any]], fr: FeedResult) -> np.ndarray:

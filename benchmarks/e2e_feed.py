@@ -1,11 +1,15 @@
-"""The e2e benchmark's gateway side: simulator chunks -> gateway batches -> Kafka, with thefts.
+"""The e2e benchmark's gateway side: simulator chunks -> gateway buffers -> Kafka, with thefts.
 
-Reads are published slice by slice of arrival time, in the simulator's send order, one Kafka
-message per gateway batch (as a gateway would). Before a slice whose arrival time passes a theft's
-report time, the case is put on the hotlist topic (the stream/alert_records contract), so alerts
-follow the report as in the city. The feed keeps what the checks need: all reads (for the
-reference sightings), the publish wall time of every read of a stolen bike (for alert latency),
-the thefts' ground truth and tracks, and the publish rate over time.
+Gateways flush on the wall clock, as a real uplink does: every `flush_ms` of wall time each gateway
+sends everything that reached it since its last flush, one Kafka message per (gateway, partition)
+(the partition rule and per-gateway batch_seq of docs/wire-format.md). Replaying a day 200x faster
+than real time, one flush then carries many simulated batch intervals, as the simulator's outage
+backlogs already do (ingest/simulator/gateways.py MAX_FLUSH_BATCHES). Reads keep the simulator's
+send order within a gateway. Before the reads arriving after a theft's report time, the case goes
+on the hotlist topic (the stream/alert_records contract), so alerts follow the report as in the
+city. The feed keeps what the checks need: all reads (in memory or in a spool, for the reference
+sightings), the publish wall time of every read of a stolen bike (for alert latency), the thefts'
+ground truth and tracks, and the publish rate over time.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from ingest.publisher import GatewayPublisher
+from benchmarks.e2e_spool import ReadSpool
+from ingest.publisher import GatewayPublisher, SentMessages
 from ingest.reads import Reads
-from ingest.simulator import Simulation
+from ingest.simulator import SimChunk, Simulation
 from stream.alert_records import HotlistEntry, encode_hotlist
 
 Columns = dict[str, np.ndarray]
@@ -46,6 +51,7 @@ class FeedResult:
     wire_bytes: int = 0
     first_publish_ms: int = 0
     last_publish_ms: int = 0
+    n_flushes: int = 0
     # (wall ms after the slice was acknowledged, reads published so far)
     progress: list[tuple[int, int]] = field(default_factory=list)
     cases: dict[int, Case] = field(default_factory=dict)  # by tag_id, reported within the run
@@ -56,20 +62,22 @@ class FeedResult:
     theft_reads: list[Columns] = field(default_factory=list)
 
 
-def gateway_batches(
-    reads: Reads, gateway: np.ndarray, seq: np.ndarray, arrival: np.ndarray
-) -> list[tuple[int, int]]:
-    """[start, end) row ranges of the gateway batches: runs of equal (gateway, seq, arrival)."""
-    n = len(reads)
-    if n == 0:
-        return []
-    change = np.zeros(n, bool)
-    change[0] = True
-    for k in (gateway, seq, arrival):
-        change[1:] |= k[1:] != k[:-1]
-    starts = np.flatnonzero(change)
-    ends = np.append(starts[1:], n)
-    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+class _GatewayBuffer:
+    """Reads that arrived at the gateways since the last flush, in arrival (send) order."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Reads, np.ndarray]] = []
+        self.n = 0
+
+    def add(self, reads: Reads, gateway_id: np.ndarray) -> None:
+        self.parts.append((reads, gateway_id))
+        self.n += len(reads)
+
+    def take(self) -> tuple[Reads, np.ndarray]:
+        reads = Reads.concat([r for r, _ in self.parts])
+        gw = np.concatenate([g for _, g in self.parts])
+        self.parts, self.n = [], 0
+        return reads, gw
 
 
 async def feed(
@@ -78,20 +86,71 @@ async def feed(
     hotlist: AIOKafkaProducer,
     hotlist_topic: str,
     *,
+    flush_ms: int = 1000,
     slice_ms: int = 1000,
     rate_reads_per_s: float = 0.0,
     chunk_s: float = 60.0,
-    max_inflight: int = 8,
+    max_inflight: int = 4,
+    spool: ReadSpool | None = None,
 ) -> FeedResult:
-    """Publish the whole simulated run; returns once every message is acknowledged."""
+    """Publish the whole simulated run; returns once every message is acknowledged.
+
+    Simulated arrival time advances `slice_ms` at a time (as fast as the generator goes, or paced
+    to `rate_reads_per_s`); the gateways flush every `flush_ms` of wall time. Reads go to `spool`
+    when given (a day does not fit in memory twice), else to `FeedResult.reads`.
+    """
+    if flush_ms < 1:
+        raise ValueError(f"flush_ms must be >= 1 (got {flush_ms})")
     res = FeedResult()
     cfg = sim.cfg
     pending: list[Case] = []  # thefts not yet reported, by report time
     stolen_tags = np.empty(0, np.uint64)
-    t_start = time.perf_counter()
     inflight: list[asyncio.Task[None]] = []
-    sent_reads = 0
-    for ch in sim.chunks(chunk_s):
+    buf = _GatewayBuffer()
+    t_start = time.perf_counter()
+    next_flush = t_start + flush_ms / 1000
+    queued = 0
+
+    async def flush() -> None:
+        nonlocal next_flush
+        next_flush = time.perf_counter() + flush_ms / 1000
+        if not buf.n:
+            return
+        reads, gw = buf.take()
+        sent_ms = now_ms()
+        if not res.first_publish_ms:
+            res.first_publish_ms = sent_ms
+        _record_theft_reads(res, reads, stolen_tags, sent_ms)
+        # Several flushes in flight: waiting for each acknowledgement would cap the rate at one
+        # broker round trip per flush, and a gateway does not wait either.
+        # Encoding runs off the event loop, so acknowledgements and sends keep flowing; the
+        # messages are then queued in order here, so batch_seq stays in send order per gateway.
+        msgs = await asyncio.to_thread(publisher.flush_messages, reads, gw)
+        sent = await publisher.enqueue(msgs)
+        inflight.append(asyncio.create_task(_acked(sent, len(reads), res)))
+        while len(inflight) >= max_inflight:
+            await inflight.pop(0)
+
+    async def until(t: float) -> None:
+        """Sleep until perf_counter() >= t, flushing on schedule meanwhile."""
+        while (now := time.perf_counter()) < t:
+            if now >= next_flush:
+                await flush()
+            await asyncio.sleep(max(min(t, next_flush) - now, 0))
+
+    chunks = sim.chunks(chunk_s)
+
+    def generate() -> SimChunk | None:
+        # Simulation and spooling run in a thread: a 60 s chunk of a full-scale city is a few
+        # hundred ms of CPU that would otherwise stall sends and acknowledgements.
+        ch = next(chunks, None)
+        if ch is not None and len(ch.reads) and spool is not None:
+            spool.add(ch.reads)
+        return ch
+
+    next_chunk = asyncio.ensure_future(asyncio.to_thread(generate))
+    while (ch := await next_chunk) is not None:
+        next_chunk = asyncio.ensure_future(asyncio.to_thread(generate))
         if len(ch.thefts["tag_id"]):
             th = ch.thefts
             res.thefts.append(th)
@@ -114,51 +173,24 @@ async def feed(
         reads = ch.reads
         if not len(reads):
             continue
-        res.reads.append(reads)
-        batches = gateway_batches(reads, ch.gateway_id, ch.batch_seq, ch.arrival_ms)
-        b_start = np.array([b[0] for b in batches], np.int64)
-        b_arrival = ch.arrival_ms[b_start]
-        slice_of = (b_arrival - cfg.start_ms) // slice_ms
+        if spool is None:
+            res.reads.append(reads)
+        slice_of = (ch.arrival_ms - cfg.start_ms) // slice_ms
         cuts = np.flatnonzero(np.diff(slice_of)) + 1
         for lo, hi in zip(
-            np.concatenate(([0], cuts)).tolist(),
-            np.append(cuts, len(batches)).tolist(),
-            strict=True,
+            np.concatenate(([0], cuts)).tolist(), np.append(cuts, len(reads)).tolist(), strict=True
         ):
             slice_end_ms = cfg.start_ms + (int(slice_of[lo]) + 1) * slice_ms
             while pending and pending[0].reported_at_ms < slice_end_ms:
                 await _report(pending.pop(0), res, hotlist, hotlist_topic)
-            rows = slice(batches[lo][0], batches[hi - 1][1])
-            items = [
-                (reads.take(np.arange(a, b)), int(ch.gateway_id[a])) for a, b in batches[lo:hi]
-            ]
-            sent_ms = now_ms()
-            if not res.first_publish_ms:
-                res.first_publish_ms = sent_ms
-            # Several slices in flight: a gateway does not wait for the previous second's
-            # acknowledgement before sending the next, and waiting would cap the rate at
-            # one broker round trip per slice.
-            inflight.append(asyncio.create_task(_publish(publisher, items, res)))
-            if len(inflight) >= max_inflight:
-                await inflight.pop(0)
-            if len(stolen_tags):
-                tags = reads.tag_id[rows]
-                m = np.isin(tags, stolen_tags)
-                if m.any():
-                    res.theft_reads.append(
-                        {
-                            "tag_id": tags[m],
-                            "reader_id": reads.reader_id[rows][m],
-                            "ts_ms": reads.ts_ms[rows][m],
-                            "sent_ms": np.full(int(m.sum()), sent_ms, np.int64),
-                        }
-                    )
-            sent_reads += rows.stop - rows.start
+            rows = Reads(**{k: v[lo:hi] for k, v in reads.columns().items()})  # views
+            buf.add(rows, ch.gateway_id[lo:hi])
+            queued += hi - lo
             if rate_reads_per_s > 0:
-                # Pace to the requested rate: sleep until this many reads are due.
-                due_s = sent_reads / rate_reads_per_s - (time.perf_counter() - t_start)
-                if due_s > 0:
-                    await asyncio.sleep(due_s)
+                await until(t_start + queued / rate_reads_per_s)
+            elif time.perf_counter() >= next_flush:
+                await flush()
+    await flush()
     for task in inflight:
         await task
     while pending:  # reports after the last read: still registered, they count as not spotted
@@ -166,13 +198,29 @@ async def feed(
     return res
 
 
-async def _publish(
-    publisher: GatewayPublisher, items: list[tuple[Reads, int]], res: FeedResult
+def _record_theft_reads(
+    res: FeedResult, reads: Reads, stolen_tags: np.ndarray, sent_ms: int
 ) -> None:
-    stats = await publisher.publish_many(items)
+    if not len(stolen_tags):
+        return
+    m = np.isin(reads.tag_id, stolen_tags)
+    if m.any():
+        res.theft_reads.append(
+            {
+                "tag_id": reads.tag_id[m],
+                "reader_id": reads.reader_id[m],
+                "ts_ms": reads.ts_ms[m],
+                "sent_ms": np.full(int(m.sum()), sent_ms, np.int64),
+            }
+        )
+
+
+async def _acked(sent: SentMessages, n_reads: int, res: FeedResult) -> None:
+    stats = await sent.wait()
     res.n_messages += stats.messages
     res.wire_bytes += stats.bytes
-    res.n_reads += stats.reads
+    res.n_reads += n_reads
+    res.n_flushes += 1
     res.last_publish_ms = now_ms()
     res.progress.append((res.last_publish_ms, res.n_reads))
 

@@ -79,7 +79,10 @@ async def watch_sse(cfg: dict[str, Any], f: TextIO, ready: asyncio.Event) -> Non
     try:
         async with (
             httpx.AsyncClient(base_url=cfg["api_url"], timeout=timeout) as http,
-            http.stream("GET", cfg["sse_path"], headers=headers) as r,
+            # Police access is audited and needs a reason, as the console sends it.
+            http.stream(
+                "GET", cfg["sse_path"], headers=headers, params={"reason": "benchmark"}
+            ) as r,
         ):
             if r.status_code != 200:
                 body = (await r.aread()).decode(errors="replace")[:300]
@@ -94,6 +97,9 @@ async def watch_sse(cfg: dict[str, Any], f: TextIO, ready: asyncio.Event) -> Non
                         continue  # keep-alive or non-JSON comment payloads carry no alert
                     if isinstance(alert, dict) and isinstance(alert.get("alert"), dict):
                         alert = alert["alert"]  # an envelope around the Alert record
+                    if isinstance(alert, dict) and "read_published_ms" not in alert:
+                        # The API names the read's publish time created_at.
+                        alert["read_published_ms"] = alert.get("created_at")
                     if isinstance(alert, dict) and "alert_id" in alert:
                         _write(f, {"recv_ms": recv, "source": "sse", "alert": alert})
     except httpx.HTTPError as e:
@@ -103,20 +109,32 @@ async def watch_sse(cfg: dict[str, Any], f: TextIO, ready: asyncio.Event) -> Non
 
 
 async def sample(cfg: dict[str, Any], f: TextIO, interval_s: float) -> None:
-    procs = {name: psutil.Process(pid) for name, pid in cfg["pids"].items()}
-    async with httpx.AsyncClient(base_url=cfg["api_url"], timeout=5.0) as http:
+    # A name stands for one pid or for a list of them (e.g. several worker processes).
+    procs = {
+        name: [psutil.Process(p) for p in (pids if isinstance(pids, list) else [pids])]
+        for name, pids in cfg["pids"].items()
+    }
+    # Every process with pipeline counters (the API's process and each separate worker).
+    urls = cfg.get("metrics_urls") or [cfg["api_url"] + "/metrics"]
+    async with httpx.AsyncClient(timeout=5.0) as http:
         while True:
             row: dict[str, Any] = {"t_ms": now_ms()}
-            try:
-                r = await http.get("/metrics")
-                row |= parse_counters(r.text)
-            except httpx.HTTPError as e:
-                row["metrics_error"] = str(e)
-            for name, p in procs.items():
+            for url in urls:
+                try:
+                    r = await http.get(url)
+                    for k, v in parse_counters(r.text).items():
+                        row[k] = row.get(k, 0.0) + v
+                except httpx.HTTPError as e:
+                    row["metrics_error"] = f"{url}: {e}"
+            for name, ps in procs.items():
                 try:
                     # Helper children count for the pipeline and the JVM; the generator's
                     # children are the other measured processes, so it counts alone.
-                    tree = [p] if name == "generator" else [p, *p.children(recursive=True)]
+                    tree = [
+                        c
+                        for p in ps
+                        for c in ([p] if name == "generator" else [p, *p.children(recursive=True)])
+                    ]
                     row[f"rss_{name}_mb"] = sum(c.memory_info().rss for c in tree) / 1e6
                     row[f"cpu_{name}_s"] = sum(sum(c.cpu_times()[:2]) for c in tree)
                 except psutil.Error:

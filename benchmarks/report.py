@@ -21,7 +21,9 @@ TARGETS = (
     ("ingest sustained", ("ingest", "sustained_reads_per_s"), ">=", 200_000, "reads/s"),
     ("alert p99 (topic)", ("alert_latency", "topic", "p99_ms"), "<=", 250, "ms"),
     ("alert p99 (SSE)", ("alert_latency", "sse", "p99_ms"), "<=", 250, "ms"),
-    ("pipeline RSS", ("memory_max_rss_mb", "pipeline"), "<=", 1500, "MB"),
+    # Issue 9's target is per worker process; with the worker inside `tagtrail up` (workers=0)
+    # that is the whole pipeline process.
+    ("worker RSS", ("memory_max_rss_mb", "workers"), "<=", 1500, "MB"),
     ("lost sightings", ("correctness", "lost"), "==", 0, ""),
     ("duplicated sightings", ("correctness", "duplicated"), "==", 0, ""),
     ("false alerts", ("recovery", "false_alerts"), "==", 0, ""),
@@ -47,6 +49,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for label, path, op, target, unit in TARGETS:
         v = _get(result, path)
+        if path == ("memory_max_rss_mb", "workers") and not v:
+            v = _get(result, ("memory_max_rss_mb", "pipeline"))
         if v is None:
             rows.append({"target": label, "value": _why(result, path), "met": None})
             continue
@@ -136,8 +140,10 @@ def plot_memory(raw: Path, out: Path) -> Path | None:
         return None
     t = np.array([s["t_ms"] for s in samples], float)
     fig, ax = plt.subplots(figsize=(8, 4))
-    for name in ("pipeline", "broker", "generator"):
+    for name in ("pipeline", "up", "workers", "broker", "generator"):
         v = [s.get(f"rss_{name}_mb") for s in samples]
+        if not any(x for x in v):
+            continue  # the run had no such process (e.g. no separate workers)
         ax.plot((t - t[0]) / 1000, [np.nan if x is None else x for x in v], label=name)
     ax.axhline(1500, color="red", ls="--", label="pipeline target 1.5 GB")
     ax.set_xlabel("seconds since the observer started")
@@ -263,6 +269,12 @@ TERMS = [
     "- sustained reads/s: reads published / (first publish -> pipeline drained: worker and sink "
     "offsets committed, stream.progress.wait_drained). Generator, broker, pipeline, observer "
     "share the 2 cores.",
+    "- gateway flushes: every --flush-ms of wall time (default 1000 ms, a real uplink's batch "
+    "interval) each gateway sends everything that reached it since its last flush, one Kafka "
+    "message per (gateway, partition = reader_id mod P), batch_seq increasing per gateway "
+    "(docs/wire-format.md). Replaying faster than real time, one flush carries many simulated "
+    "1 s batch intervals, as the simulator's outage backlogs do; reads keep their send order. "
+    "Layout: scale.layout (workers as `tagtrail worker` processes, or inside `tagtrail up`).",
     "- lost: reference sightings (stream.dedup.reference_sightings of every published read) "
     "not found, column for column, in the store's export; duplicated: stored rows sharing "
     "(tag_id, reader_id, first_ts).",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -83,6 +83,28 @@ class PublishStats:
     messages: int
     reads: int
     bytes: int
+
+
+class SentMessages:
+    """Messages handed to the producer by `GatewayPublisher.enqueue`, awaiting acknowledgement."""
+
+    def __init__(self, publisher: GatewayPublisher) -> None:
+        self.publisher = publisher
+        self.pending: list[tuple[int, asyncio.Future[object]]] = []
+        self.bytes = 0
+
+    async def wait(self, *, raise_errors: bool = True) -> PublishStats:
+        """Wait for every acknowledgement; the first broker error raises PublishError."""
+        # Collect every acknowledgement, even after a failure, so no future is left unobserved
+        # and the first broker error (if any) is the one reported.
+        results = await asyncio.gather(*(f for _, f in self.pending), return_exceptions=True)
+        if raise_errors:
+            for (p, _), r in zip(self.pending, results, strict=True):
+                if isinstance(r, KafkaError):
+                    raise self.publisher._error("awaiting the acknowledgement", r, p) from r
+                if isinstance(r, BaseException):
+                    raise r
+        return PublishStats(messages=len(self.pending), reads=0, bytes=self.bytes)
 
 
 class GatewayPublisher:
@@ -176,6 +198,44 @@ class GatewayPublisher:
         parts = split_by_partition(reads, self._require_started(), self.max_reads_per_message)
         return [(p, encode_batch(r, gateway_id, self.next_seq(gateway_id))) for p, r in parts]
 
+    def flush_messages(self, reads: Reads, gateway_id: np.ndarray) -> list[tuple[int, int, bytes]]:
+        """Encode many gateways' buffered reads: (partition, gateway_id, message) triples.
+
+        `gateway_id` runs parallel to `reads`. One message per (gateway, partition), split only
+        beyond max_reads_per_message, each gateway's reads in their buffered order: the same
+        messages as `messages_for` per gateway, grouped in one vectorised pass.
+        """
+        n_part = self._require_started()
+        n = len(reads)
+        if len(gateway_id) != n:
+            raise ValueError(f"gateway_id has {len(gateway_id)} entries for {n} reads")
+        if n == 0:
+            return []
+        key = gateway_id.astype(np.int64) * n_part + partition_of(reads.reader_id, n_part)
+        order = np.argsort(key, kind="stable")  # stable: buffered order within a group
+        k = key[order]
+        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        ends = np.append(starts[1:], n)
+        sorted_reads = reads.take(order)
+        cols = sorted_reads.columns()
+        out: list[tuple[int, int, bytes]] = []
+        step = self.max_reads_per_message
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            gw, p = divmod(int(k[a]), n_part)
+            for i in range(a, b, step):
+                part = Reads(**{c: v[i : min(i + step, b)] for c, v in cols.items()})
+                out.append((p, gw, encode_batch(part, gw, self.next_seq(gw))))
+        return out
+
+    async def publish_flush(self, reads: Reads, gateway_id: np.ndarray) -> PublishStats:
+        """Send what many gateways buffered since their last flush (see `flush_messages`).
+
+        Returns when every message is acknowledged; raises PublishError like `publish`.
+        """
+        sent = await self.enqueue(self.flush_messages(reads, gateway_id))
+        stats = await sent.wait()
+        return PublishStats(messages=stats.messages, reads=len(reads), bytes=stats.bytes)
+
     async def publish(self, reads: Reads, gateway_id: int) -> PublishStats:
         """Send one gateway batch; returns once every message is acknowledged by all replicas.
 
@@ -189,33 +249,45 @@ class GatewayPublisher:
         Sending does not wait for each acknowledgement, so the producer fills large compressed
         requests (the throughput path used by replay and the simulator).
         """
+        counted = 0
+
+        def encoded() -> Iterator[tuple[int, int, bytes]]:
+            nonlocal counted
+            for reads, gateway_id in batches:
+                for p, value in self.messages_for(reads, gateway_id):
+                    yield p, gateway_id, value
+                counted += len(reads)
+
+        stats = await self._send_all(encoded())
+        return PublishStats(messages=stats.messages, reads=counted, bytes=stats.bytes)
+
+    async def _send_all(self, messages: Iterable[tuple[int, int, bytes]]) -> PublishStats:
+        return await (await self.enqueue(messages)).wait()
+
+    async def enqueue(self, messages: Iterable[tuple[int, int, bytes]]) -> SentMessages:
+        """Hand (partition, gateway_id, value) messages to the producer, in order.
+
+        Returns once every message is queued (not acknowledged): a caller that enqueues flush
+        after flush keeps each gateway's batch_seq in send order while acknowledgements of
+        earlier flushes are still outstanding. Await `.wait()` on the result for the acks.
+        """
         producer = self._producer
         if producer is None:
             raise RuntimeError("GatewayPublisher.start() was not called")
-        pending: list[tuple[int, asyncio.Future[object]]] = []
-        messages = n_reads = n_bytes = 0
+        sent = SentMessages(self)
         try:
-            for reads, gateway_id in batches:
+            for p, gateway_id, value in messages:
                 key = struct.pack(">I", gateway_id)
-                for p, value in self.messages_for(reads, gateway_id):
-                    try:
-                        fut = await producer.send(self.topic, value, key=key, partition=p)
-                    except KafkaError as e:
-                        raise self._error("sending", e, p) from e
-                    pending.append((p, fut))
-                    messages += 1
-                    n_bytes += len(value)
-                n_reads += len(reads)
-        finally:
-            # Always collect every acknowledgement, even after a failure, so no future is left
-            # unobserved and the first broker error (if any) is the one reported.
-            results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
-        for (p, _), r in zip(pending, results, strict=True):
-            if isinstance(r, KafkaError):
-                raise self._error("awaiting the acknowledgement", r, p) from r
-            if isinstance(r, BaseException):
-                raise r
-        return PublishStats(messages=messages, reads=n_reads, bytes=n_bytes)
+                try:
+                    fut = await producer.send(self.topic, value, key=key, partition=p)
+                except KafkaError as e:
+                    raise self._error("sending", e, p) from e
+                sent.pending.append((p, fut))
+                sent.bytes += len(value)
+        except BaseException:
+            await sent.wait(raise_errors=False)
+            raise
+        return sent
 
     def _require_started(self) -> int:
         if not self._n_partitions:

@@ -217,3 +217,68 @@ def export_sightings(
         f"ORDER BY tag_id, first_ts, reader_id {_FINAL}",
         {"from": lo, "to": hi},
     )
+
+
+# -- inputs of a late-read backfill (stream.backfill) ------------------------------------------
+
+
+def partition_watermarks(store: Store, n_partitions: int, from_ms: int) -> dict[int, int]:
+    """Per reads-topic partition (reader_id mod n_partitions): the newest stored raw read ts at or
+    after `from_ms` (partitions without one are left out). A lower bound of what the worker of
+    that partition has seen, once it has caught up with the raw-read sink."""
+    rows = store.backend.execute(
+        "SELECT reader_id % {n:UInt32} AS part, max(ts_ms) FROM raw_reads "
+        "WHERE ts_ms >= {from:Int64} GROUP BY part",
+        {"n": int(n_partitions), "from": int(from_ms)},
+    )
+    return {int(p): int(ts) for p, ts in rows}
+
+
+def sightings_of_keys(
+    store: Store, tag_id: np.ndarray, reader_id: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The current (FINAL, live) sightings of the given (tag_id, reader_id) keys, all columns."""
+    if len(tag_id) == 0:
+        return {}
+    got = store.backend.query_columns(
+        f"SELECT {EXPORT_COLS} FROM sightings FINAL "
+        "WHERE tag_id IN {tags:Array(UInt64)} AND reader_id IN {readers:Array(UInt32)} "
+        f"{_FINAL}",
+        {"tags": np.unique(tag_id).tolist(), "readers": np.unique(reader_id).tolist()},
+    )
+    if not got:
+        return {}
+    want = pd.MultiIndex.from_arrays([tag_id, reader_id])
+    keep = pd.MultiIndex.from_arrays([got["tag_id"], got["reader_id"]]).isin(want)
+    return {k: v[keep] for k, v in got.items()}
+
+
+def raw_reads_between(
+    store: Store, tag_id: np.ndarray, reader_id: np.ndarray, from_ms: int, to_ms: int
+) -> dict[str, np.ndarray]:
+    """Stored raw reads of those tags and readers with from_ms <= ts_ms <= to_ms (a superset of
+    the keys' windows: callers narrow it with stream.sessionize.select_window)."""
+    if len(tag_id) == 0:
+        return {}
+    return store.backend.query_columns(
+        "SELECT tag_id, reader_id, ts_ms, rssi_dbm, flags, lat, lon FROM raw_reads "
+        "WHERE reader_id IN {readers:Array(UInt32)} AND ts_ms >= {from:Int64} "
+        "AND ts_ms <= {to:Int64} AND tag_id IN {tags:Array(UInt64)}",
+        {
+            "tags": np.unique(tag_id).tolist(),
+            "readers": np.unique(reader_id).tolist(),
+            "from": int(from_ms),
+            "to": int(to_ms),
+        },
+    )
+
+
+def max_sighting_version(store: Store, tag_id: np.ndarray) -> int:
+    """The highest version of any stored row (live or retracted) of these tags; 0 if none."""
+    if len(tag_id) == 0:
+        return 0
+    rows = store.backend.execute(
+        "SELECT max(version) FROM sightings WHERE tag_id IN {tags:Array(UInt64)}",
+        {"tags": np.unique(tag_id).tolist()},
+    )
+    return int(rows[0][0] or 0) if rows else 0

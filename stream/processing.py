@@ -7,14 +7,15 @@ sighting upserts and alerts. It runs on a kernel thread; numba kernels release t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ingest.exceptions import WireError
 from ingest.reads import Reads
 from ingest.validate import split_invalid
-from ingest.wire import dead_letters_for, decode_structure, encode_batch, encode_dead_letter
+from ingest.wire import Batch, dead_letters_for, decode_structure, encode_batch, encode_dead_letter
 from stream.alert_records import Alert
 from stream.checkpoint import Checkpoint
 from stream.hotlist import Hotlist
@@ -26,6 +27,21 @@ from tagtrail.config import Settings
 Message = tuple[bytes, str, int, int, float]  # value, topic, partition, offset, publish time (ms)
 
 
+def accepted_reads(
+    batch: Batch, known_readers: np.ndarray, published_ms: float, max_clock_skew_ms: int
+) -> tuple[Reads, list[tuple[str, Reads]]]:
+    """(valid reads, rejected groups) of a gateway message: the one rule of worker and sink.
+
+    "Now" for the future-timestamp check is the message's Kafka timestamp, not the wall clock:
+    a redelivered message, or the raw-read sink reading it at another time, is judged the same,
+    so the raw_reads table holds exactly the reads the worker sessionized. (The other input, the
+    reader registry, is each process's view of the compacted readers topic: readers are
+    registered before they report, so both views agree unless a reader is added or removed while
+    its reads are in flight.)
+    """
+    return split_invalid(batch, known_readers, round(published_ms), max_clock_skew_ms)
+
+
 @dataclass
 class Outcome:
     """What a group of input messages produced, ready to publish."""
@@ -33,10 +49,14 @@ class Outcome:
     dead: list[tuple[Any, bytes]] = field(default_factory=list)
     dead_reasons: list[tuple[str, int]] = field(default_factory=list)
     late: list[bytes] = field(default_factory=list)
+    # The reads partition of each `late` batch: sending it to the same late-topic partition keeps
+    # a (tag, reader) key on one backfiller when several run (stream.backfill_loop).
+    late_partitions: list[int] = field(default_factory=list)
     upserts: list[bytes] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     n_reads: int = 0
     n_late: int = 0
+    n_duplicates: int = 0
     n_upserts: int = 0
 
 
@@ -86,7 +106,8 @@ class Processor:
 
     def checkpoint(self, partition: int) -> Checkpoint:
         st = self.partitions[partition]
-        return Checkpoint(st.offset, st.sessionizer.snapshot(), frozenset(st.alerted))
+        # Zero-copy views: the worker writes them out before the state changes again.
+        return Checkpoint(st.offset, st.sessionizer.snapshot_parts(), frozenset(st.alerted))
 
     def step(self, messages: list[Message]) -> Outcome:
         """Apply messages; valid reads are sessionized in one call per partition.
@@ -97,7 +118,6 @@ class Processor:
         """
         out = Outcome()
         reg = self.registry.registry
-        now_ms = int(time.time() * 1000)
         per_partition: dict[int, list[Reads]] = {}
         top: dict[int, tuple[int, int, int]] = {}  # partition -> (offset, gateway, batch_seq)
         published: dict[int, float] = {}
@@ -109,8 +129,8 @@ class Processor:
                 out.dead.append(encode_dead_letter(e.reason, str(e), data, **where))
                 out.dead_reasons.append((e.reason, 0))
                 continue
-            valid, rejected = split_invalid(
-                batch, reg.reader_id, now_ms, self.settings.max_clock_skew_ms
+            valid, rejected = accepted_reads(
+                batch, reg.reader_id, published_ms, self.settings.max_clock_skew_ms
             )
             out.dead.extend(dead_letters_for(batch, rejected, **where))
             out.dead_reasons.extend((reason, len(bad)) for reason, bad in rejected)
@@ -128,7 +148,9 @@ class Processor:
                 changes = st.sessionizer.process(reads, version=offset + 1)
                 if len(changes.late):
                     out.late.append(encode_batch(changes.late, gw, seq))
+                    out.late_partitions.append(partition)
                     out.n_late += len(changes.late)
+                out.n_duplicates += changes.n_duplicates
                 n = len(changes.rows["tag_id"])
                 if n:
                     out.upserts.append(encode_upserts(changes.rows))

@@ -106,17 +106,19 @@ def build_worker_app(
 
     async def publish(res: Outcome) -> None:
         sends: list[Awaitable[Any]] = []
+        # Alerts first: a police officer waits for them; upserts can be megabytes.
+        for alert in res.alerts:
+            sends.append(await alerts_topic.send(key=alert.case_id.encode(), value=alert.encode()))
         for headers, value in res.dead:
             sends.append(await dlq_topic.send(value=value, headers=headers))
         for reason, n_bad in res.dead_reasons:
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
             metrics.INVALID_READS.labels(reason=reason).inc(n_bad)
-        for value in res.late:
-            sends.append(await late_topic.send(value=value))
+        for value, p in zip(res.late, res.late_partitions, strict=True):
+            # The late batch keeps its reads' partition, so one backfiller owns each key.
+            sends.append(await late_topic.send(value=value, partition=p))
         for value in res.upserts:
             sends.append(await sightings_topic.send(value=value))
-        for alert in res.alerts:
-            sends.append(await alerts_topic.send(key=alert.case_id.encode(), value=alert.encode()))
         if sends:
             await asyncio.gather(*sends)
         now_ms = time.time() * 1000
@@ -214,6 +216,7 @@ def build_worker_app(
             state.upserts += res.n_upserts
             metrics.READS_IN.inc(res.n_reads)
             metrics.LATE_READS.inc(res.n_late)
+            metrics.DUPLICATE_READS.inc(res.n_duplicates)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
 
     return app

@@ -40,11 +40,15 @@ def _settings() -> Settings:
 
 
 @app.command()
-def up() -> None:
+def up(
+    worker: Annotated[
+        bool, typer.Option(help="run a stream worker in this process (else: `tagtrail worker`)")
+    ] = True,
+) -> None:
     """Run everything in one process: local broker (unless TAGTRAIL_KAFKA), store, worker, API."""
     from tagtrail.up import run_up
 
-    run_up(_settings())
+    run_up(_settings(), worker=worker)
 
 
 @app.command()
@@ -192,6 +196,29 @@ def replay(
     out_console.print(
         f"published {reads:,} reads in {messages:,} messages" + (", all stored" if wait else "")
     )
+
+
+@app.command()
+def backfill(
+    follow: Annotated[
+        bool, typer.Option(help="keep merging late reads as they come, until Ctrl-C")
+    ] = False,
+    timeout_s: Annotated[
+        float, typer.Option(help="how long to wait for a running sink's backfiller")
+    ] = 600.0,
+) -> None:
+    """Merge the late-reads topic into the stored sightings, as if the reads had come in time.
+
+    The sink (inside `tagtrail up`, or `tagtrail sink`) owns the store and merges late reads
+    continuously; while one runs, this command waits until it has merged every late read
+    published so far and prints what it did. With no sink running, it opens the store and merges
+    them itself until the topic is drained. Reads whose sessions the live stream may still change
+    (within max lateness + gap of its newest reads) are deferred: they stay on the topic and are
+    merged once the stream has moved on. See docs/operations.md.
+    """
+    from stream.backfill_loop import run_backfill_command
+
+    out_console.print(run_backfill_command(_settings(), follow=follow, timeout_s=timeout_s))
 
 
 @export_app.command("sightings")

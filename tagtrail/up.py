@@ -1,5 +1,7 @@
 """`tagtrail up`: broker (unless TAGTRAIL_KAFKA), store, worker, sink and API in one process.
 
+With `--no-worker`, everything but the worker (which then runs as `tagtrail worker` processes).
+
 `Pipeline` is also what the demo and the end-to-end tests run, so they exercise exactly this.
 """
 
@@ -45,10 +47,15 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 class Pipeline:
-    """The whole pipeline in this process; `async with Pipeline(settings)` starts and stops it."""
+    """The whole pipeline in this process; `async with Pipeline(settings)` starts and stops it.
 
-    def __init__(self, settings: Settings) -> None:
+    With `worker=False` the stream worker is left out (store, sink and API only): workers then run
+    as `tagtrail worker` processes, each with its own GIL, against the same broker.
+    """
+
+    def __init__(self, settings: Settings, *, worker: bool = True) -> None:
         self.settings = settings
+        self.with_worker = worker
         self.broker: LocalKafka | None = None
         self.bootstrap = settings.kafka
         self.runner: StoreRunner | None = None
@@ -89,15 +96,19 @@ class Pipeline:
         store = await asyncio.to_thread(open_store, s)
         self.runner = StoreRunner(store)
         await ensure_topics(s, self.bootstrap)
-        self.registry = RegistryFollower(self.bootstrap, s.topic_readers)
-        await self.registry.start()
-        self.hotlist = HotlistFollower(self.bootstrap, s.topic_hotlist)
-        await self.hotlist.start()
-        self.app = build_worker_app(
-            s, self.bootstrap, self.registry, self.hotlist, on_fatal=self._fatal
+        if self.with_worker:
+            self.registry = RegistryFollower(self.bootstrap, s.topic_readers)
+            await self.registry.start()
+            self.hotlist = HotlistFollower(self.bootstrap, s.topic_hotlist)
+            await self.hotlist.start()
+            self.app = build_worker_app(
+                s, self.bootstrap, self.registry, self.hotlist, on_fatal=self._fatal
+            )
+            await self.app.start()
+        # With the worker in this process, the raw-read agent validates against the same registry.
+        self.sink_app = build_sink_app(
+            s, self.bootstrap, self.runner, on_fatal=self._fatal, registry=self.registry
         )
-        self.sink_app = build_sink_app(s, self.bootstrap, self.runner, on_fatal=self._fatal)
-        await self.app.start()
         await self.sink_app.start()
         ctx = ServiceContext(
             settings=s,
@@ -166,12 +177,12 @@ class Pipeline:
         await self.stop()
 
 
-async def _up(settings: Settings, console: Console) -> None:
+async def _up(settings: Settings, console: Console, *, worker: bool = True) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Pipeline(settings) as p:
+    async with Pipeline(settings, worker=worker) as p:
         write_running(
             settings,
             RunningPipeline(
@@ -189,11 +200,11 @@ async def _up(settings: Settings, console: Console) -> None:
     console.print("tagtrail stopped")
 
 
-def run_up(settings: Settings) -> None:
+def run_up(settings: Settings, *, worker: bool = True) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(_up(settings, Console()))
+    asyncio.run(_up(settings, Console(), worker=worker))
 
 
 def run_broker_foreground(settings: Settings, *, port: int, console: Console) -> None:
