@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.exceptions import BrokerUnavailable
 
@@ -36,7 +37,12 @@ class CompactedFollower:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            # Should the position ever fall outside the log (a broker that lost its tail), read
+            # the table again from the start rather than skip to the end: re-reading is harmless.
+            auto_offset_reset="earliest",
         )
         await self._consumer.start()
         parts: set[int] = set()
@@ -64,7 +70,14 @@ class CompactedFollower:
         if not pending:
             self.caught_up.set()
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            except KafkaError as e:
+                # aiokafka rides out a lost connection itself; an error that still reaches us
+                # must not end the task, or the table would silently freeze until a restart.
+                log.warning("%s follower: %r; retrying", self.topic, e)
+                await asyncio.sleep(1.0)
+                continue
             changed = False
             for tp, msgs in batches.items():
                 for m in msgs:

@@ -7,6 +7,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from tagtrail.config import Settings
 
@@ -37,7 +38,8 @@ async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 60
     """Return once the worker and the sink have committed everything published so far.
 
     The reads are drained first, then the sightings they produced (published before the reads'
-    offsets were committed), so two checks in this order are enough.
+    offsets were committed), so two checks in this order are enough. A broker that is briefly
+    unreachable (restarting) is waited for like any other lag, until the deadline.
     """
     deadline = time.monotonic() + timeout_s
     from stream.sink import sink_group
@@ -47,7 +49,16 @@ async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 60
         (sink_group(settings), settings.topic_sightings),
     )
     for group, topic in stages:
-        while await lag(bootstrap, group, [topic]) > 0:
+        while True:
+            try:
+                behind = await lag(bootstrap, group, [topic])
+                why = f"{behind} messages behind"
+            except (KafkaError, OSError) as e:
+                behind, why = -1, f"broker unreachable: {e}"
+            if behind == 0:
+                break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"pipeline did not drain {topic} within {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"pipeline did not drain {topic} within {timeout_s:.0f} s ({why})"
+                )
             await asyncio.sleep(0.25)

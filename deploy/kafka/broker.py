@@ -279,9 +279,13 @@ class LocalKafka:
             return
         self.proc.wait(timeout=10)
 
-    def restart(self) -> None:
-        """Stop and start again on the same folder and ports (data kept)."""
-        self.stop()
+    def restart(self, *, hard: bool = False) -> None:
+        """Stop (cleanly, or with SIGKILL when `hard`: a crash) and start again on the same
+        folder, so the same logs, cluster id (in the formatted storage) and ports."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
         self.start()
 
     def __enter__(self) -> LocalKafka:
