@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Checkpoint:
     # Sessionizer.snapshot() or its zero-copy snapshot_parts() (valid until the state changes)
     state: bytes | memoryview | Sequence[memoryview]
     alerted: frozenset[str]  # alert ids already emitted from this partition
+    saved_ms: int = 0  # wall clock when saved (0: unknown, e.g. a checkpoint of the old format)
 
 
 class CheckpointStore:
@@ -46,7 +48,9 @@ class CheckpointStore:
     def save(self, topic: str, partition: int, ckpt: Checkpoint) -> None:
         """Write atomically; with snapshot_parts() the caller must hold the state still."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"offset": ckpt.offset, "alerted": sorted(ckpt.alerted)}).encode()
+        saved_ms = int(time.time() * 1000)
+        meta = {"offset": ckpt.offset, "alerted": sorted(ckpt.alerted), "saved_ms": saved_ms}
+        meta_bytes = json.dumps(meta).encode()
         parts = [memoryview(ckpt.state)] if isinstance(ckpt.state, bytes | memoryview) else [
             memoryview(p) for p in ckpt.state
         ]  # fmt: skip
@@ -54,7 +58,7 @@ class CheckpointStore:
         path = self._path(topic, partition)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
-            f.write(_MAGIC + _U64.pack(len(meta)) + meta + _U64.pack(n_state))
+            f.write(_MAGIC + _U64.pack(len(meta_bytes)) + meta_bytes + _U64.pack(n_state))
             f.writelines(parts)  # any buffer: written as its nbytes raw bytes
             f.flush()
             os.fsync(f.fileno())
@@ -80,7 +84,8 @@ class CheckpointStore:
                 f"checkpoint {path} is truncated: {len(data) - start} of {n_state} state bytes"
             )
         state = memoryview(data)[start:]
-        return Checkpoint(int(meta["offset"]), state, frozenset(meta["alerted"]))
+        alerted = frozenset(meta["alerted"])
+        return Checkpoint(int(meta["offset"]), state, alerted, int(meta.get("saved_ms", 0)))
 
 
 def _load_npz(path: Path) -> Checkpoint:

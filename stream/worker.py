@@ -12,15 +12,17 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
 
 from stream import metrics
+from stream.alert_history import alert_ids_since
 from stream.checkpoint import CheckpointStore
 from stream.hotlist import HotlistFollower
 from stream.processing import Outcome, Processor
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 # over many small gateway batches; the short window bounds the latency it adds.
 MAX_MESSAGES_PER_STEP = 2000
 STEP_WITHIN_S = 0.02
+METADATA_MAX_AGE_MS = 5000
 
 
 @dataclass
@@ -57,9 +60,17 @@ def exit_now(exc: BaseException) -> None:
     os._exit(70)
 
 
+class IdempotentProducer(FaustKafkaProducer):
+    """Faust's producer with Kafka idempotence: a send that aiokafka retries because a broker
+    restart lost its acknowledgement is written once, so an alert is never published twice."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "enable_idempotence": True}
+
+
 def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
     """A Faust app for raw-bytes topics that stream.topics has declared."""
-    return faust.App(
+    app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
         store="memory://",
@@ -77,7 +88,13 @@ def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
         # A killed worker's partitions move to the others after this long without heartbeats.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        # A rebalance while a restarted broker has not yet led its partitions assigns none of a
+        # topic's partitions; the consumer rejoins when its metadata shows them again, which
+        # without this waits for the 5-minute default refresh.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
+    app.transport.Producer = IdempotentProducer  # before the producer is created (app.start)
+    return app
 
 
 def build_worker_app(
@@ -166,12 +183,20 @@ def build_worker_app(
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_reads)
         async with lock:
             loop = asyncio.get_running_loop()
+            adopted: dict[int, int] = {}
+            since_ms = int(time.time() * 1000)
             for p in mine:
                 if p in proc.partitions:
                     continue  # kept across this rebalance: the state is current
                 ckpt = await loop.run_in_executor(pool, checkpoints.load, settings.topic_reads, p)
-                offset = proc.adopt(p, ckpt)
-                await catch_up(p, offset + 1)
+                adopted[p] = proc.adopt(p, ckpt)
+                since_ms = min(since_ms, ckpt.saved_ms if ckpt is not None else 0)
+            if adopted:
+                # Alerts the previous owner sent after its last checkpoint: never send them again.
+                sent = await alert_ids_since(bootstrap, settings.topic_alerts, since_ms)
+                for p, offset in adopted.items():
+                    proc.partitions[p].alerted |= sent
+                    await catch_up(p, offset + 1)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
+from aiokafka.errors import KafkaError
 
 from deploy.kafka.broker import metadata_ok
 from recovery.ratelimit import RateLimiter
@@ -32,11 +34,33 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+# A restarting broker is back well within this: a process started (or restarted by its
+# supervisor) during the outage waits for it; a broker away for longer is a one-line error.
+BROKER_WAIT_S = 60.0
+
+
+async def _reachable(settings: Settings, bootstrap: str) -> None:
+    """Wait until the broker answers and the topics exist (up to BROKER_WAIT_S)."""
+    deadline = time.monotonic() + BROKER_WAIT_S
+    while True:
+        why = "no answer"
+        if await metadata_ok(bootstrap, timeout_s=5.0):
+            try:
+                await ensure_topics(settings, bootstrap)
+                return
+            except (KafkaError, BrokerUnavailable) as e:  # went away again in between
+                why = str(e)
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(
+                f"Kafka broker at {bootstrap} is unreachable (waited {BROKER_WAIT_S:.0f} s)"
+            )
+        log.warning("Kafka broker at %s not available (%s); waiting for it", bootstrap, why)
+        await asyncio.sleep(1.0)
+
+
 async def _broker(settings: Settings, what: str) -> str:
     bootstrap = bootstrap_for(settings, what)
-    if not await metadata_ok(bootstrap, timeout_s=5.0):
-        raise BrokerUnavailable(f"Kafka broker at {bootstrap} is unreachable")
-    await ensure_topics(settings, bootstrap)
+    await _reachable(settings, bootstrap)
     serve_metrics(settings)
     return bootstrap
 
@@ -47,12 +71,22 @@ async def _worker(settings: Settings) -> None:
     from stream.worker import build_worker_app
 
     bootstrap = await _broker(settings, "worker")
-    registry = RegistryFollower(bootstrap, settings.topic_readers)
-    hotlist = HotlistFollower(bootstrap, settings.topic_hotlist)
-    await registry.start()
-    await hotlist.start()
-    app = build_worker_app(settings, bootstrap, registry, hotlist)
-    await app.start()
+    while True:
+        registry = RegistryFollower(bootstrap, settings.topic_readers)
+        hotlist = HotlistFollower(bootstrap, settings.topic_hotlist)
+        app = build_worker_app(settings, bootstrap, registry, hotlist)
+        try:
+            await registry.start()
+            await hotlist.start()
+            await app.start()
+            break
+        except KafkaError as e:
+            # The broker went away while this worker connected: start over once it is back.
+            log.warning("Kafka broker lost while starting (%r); starting again", e)
+            await app.stop()
+            await hotlist.stop()
+            await registry.stop()
+            await _reachable(settings, bootstrap)
     try:
         await _until_signalled()
     finally:

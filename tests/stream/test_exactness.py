@@ -309,7 +309,8 @@ def test_sigkill_workers_mid_replay(
             workers.kill(p)
         workers.start()
 
-    asyncio.run(scenario(settings, kafka_bootstrap, between))
+    # Alerts too: a killed worker's alerts since its last checkpoint are not sent again.
+    asyncio.run(scenario(settings, kafka_bootstrap, between, with_alerts=True))
 
 
 def test_two_workers_rebalance(
@@ -324,7 +325,7 @@ def test_two_workers_rebalance(
         elif i == 1 and len(live) > 1:
             workers.kill(live[0], signal.SIGTERM)  # one leaves cleanly: they move back
 
-    asyncio.run(scenario(settings, kafka_bootstrap, between))
+    asyncio.run(scenario(settings, kafka_bootstrap, between, with_alerts=True))
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""Reading back the alerts already published since a time (a partition's new owner does this)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaProducer
+
+from stream.alert_history import CLOCK_MARGIN_MS, alert_ids_since
+from stream.alert_records import Alert, alert_id
+from stream.topics import ensure_topics
+from tagtrail.config import Settings
+
+
+def _alert(case: str, first_ts: int) -> Alert:
+    return Alert(
+        alert_id=alert_id(case, 5, 7, first_ts), case_id=case, tag_id=5, reader_id=7,
+        first_ts=first_ts, last_ts=first_ts + 1, lat=25.0, lon=102.7, h3_r9=1,
+        read_published_ms=first_ts,
+    )  # fmt: skip
+
+
+def test_ids_since_a_time_with_the_clock_margin(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    s = settings_factory()
+    now = int(time.time() * 1000)
+    old = [_alert("c1", 1), _alert("c1", 2)]
+    recent = [_alert("c2", 3), _alert("c2", 4)]
+
+    async def go() -> tuple[set[str], set[str], set[str]]:
+        await ensure_topics(s, kafka_bootstrap)
+        p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await p.start()
+        try:
+            # Producer timestamps (the alerts topic keeps CreateTime): old ones well before.
+            for a in old:
+                await p.send_and_wait(s.topic_alerts, a.encode(), timestamp_ms=now - 3_600_000)
+            for a in recent:
+                await p.send_and_wait(s.topic_alerts, a.encode(), timestamp_ms=now)
+            await p.send_and_wait(s.topic_alerts, b"not json", timestamp_ms=now)
+        finally:
+            await p.stop()
+        return (
+            await alert_ids_since(kafka_bootstrap, s.topic_alerts, now + CLOCK_MARGIN_MS - 10),
+            await alert_ids_since(kafka_bootstrap, s.topic_alerts, 0),
+            await alert_ids_since(kafka_bootstrap, s.topic_alerts, now + 10 * CLOCK_MARGIN_MS),
+        )
+
+    since_now, everything, future = asyncio.run(go())
+    assert since_now == {a.alert_id for a in recent}
+    assert everything == {a.alert_id for a in old + recent}
+    assert future == set()
