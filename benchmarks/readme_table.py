@@ -100,8 +100,7 @@ def render(
             f"| lag after last publish | {_n(i['lag_after_last_publish_s'], ' s')} | | |",
             f"| alert latency p50/p95/p99 (topic) | {_lat(lat['topic'])} | p99 <= 250 ms | |",
             f"| alert latency p50/p95/p99 (SSE) | {_lat(lat['sse'])} | p99 <= 250 ms | |",
-            f"| pipeline RSS (worker+sink+store+API) | {_n(mem['pipeline'], ' MB')} | "
-            f"<= 1,500 MB | broker {_n(mem['broker'], ' MB')} |",
+            _rss_row(mem),
             f"| lost / duplicated sightings | {c['lost']} / {c['duplicated']} | 0 / 0 | "
             f"of {c['reference_sightings']:,} reference sightings |",
             f"| false alerts | {r['false_alerts']} | 0 | |",
@@ -135,6 +134,19 @@ def render(
         "README.md` from the committed results/."
     )
     return "\n".join(lines)
+
+
+def _rss_row(mem: dict[str, Any]) -> str:
+    """Worker RSS against its target when the workers ran as their own processes."""
+    if mem.get("workers"):
+        return (
+            f"| worker RSS (all worker processes) | {_n(mem['workers'], ' MB')} | <= 1,500 MB | "
+            f"sink + store + API {_n(mem.get('up'), ' MB')}, broker {_n(mem['broker'], ' MB')} |"
+        )
+    return (
+        f"| pipeline RSS (worker+sink+store+API) | {_n(mem['pipeline'], ' MB')} | "
+        f"<= 1,500 MB | broker {_n(mem['broker'], ' MB')} |"
+    )
 
 
 def _micro_row(name: str, st: dict[str, Any]) -> str:
