@@ -112,6 +112,7 @@ def start_observer(out: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
 # Histograms of the pipeline's own /metrics that split the alert latency and the work by stage.
 STAGE_HISTOGRAMS = (
     "tagtrail_alert_latency_seconds",  # worker: read published -> alert produced
+    "tagtrail_worker_queue_seconds",  # worker: oldest message's broker append -> step start
     "tagtrail_worker_batch_seconds",  # worker: one step (many gateway messages)
     "tagtrail_sink_insert_seconds",
     "tagtrail_sink_batch_rows",

@@ -6,6 +6,7 @@ bad position, absurd timestamp) and splits a batch into the valid reads and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,9 +58,11 @@ def bad_latlon_mask(reads: Reads) -> np.ndarray:
 
 
 def bad_timestamp_mask(
-    ts_ms: np.ndarray, now_ms: int | None, max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+    ts_ms: np.ndarray, now_ms: int | np.ndarray | None, max_future_ms: int = DEFAULT_MAX_FUTURE_MS
 ) -> np.ndarray:
-    """True where ts_ms is before 2015 or (when now_ms is given) more than max_future_ms ahead."""
+    """True where ts_ms is before 2015 or (when now_ms is given) more than max_future_ms ahead.
+
+    now_ms is one time for all reads, or one per read."""
     bad = ts_ms < MIN_TS_MS
     if now_ms is not None:
         bad |= ts_ms > now_ms + max_future_ms
@@ -69,7 +72,7 @@ def bad_timestamp_mask(
 def reason_masks(
     reads: Reads,
     known_readers: np.ndarray | None = None,
-    now_ms: int | None = None,
+    now_ms: int | np.ndarray | None = None,
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
 ) -> list[tuple[str, np.ndarray]]:
     """Disjoint masks, one per failing reason, in priority order (a read gets its first failure).
@@ -148,3 +151,36 @@ def split_invalid(
     `ingest.wire.dead_letters_for` and produced on the dead-letter topic, so it can be replayed.
     """
     return split_reads(batch.reads, known_readers, now_ms, max_future_ms)
+
+
+def split_invalid_many(
+    batches: Sequence[Batch],
+    known_readers: np.ndarray | None,
+    now_ms: Sequence[int],
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+) -> tuple[Reads, list[list[tuple[str, Reads]]]]:
+    """split_invalid of each batch (judged at its own now_ms), checked in one vectorised pass.
+
+    Returns the valid reads of all batches concatenated in batch order, and per batch its rejected
+    groups exactly as split_invalid gives them. One pass over many small gateway messages costs
+    a fraction of one call per message.
+    """
+    reads = Reads.concat([b.reads for b in batches])
+    counts = np.fromiter((len(b.reads) for b in batches), dtype=np.int64, count=len(batches))
+    now = np.repeat(np.asarray(now_ms, dtype=np.int64), counts)
+    masks = reason_masks(reads, known_readers, now, max_future_ms)
+    rejected: list[list[tuple[str, Reads]]] = [[] for _ in batches]
+    if not masks:
+        return reads, rejected
+    bad = masks[0][1].copy()
+    for _, m in masks[1:]:
+        bad |= m
+    ends = np.cumsum(counts)
+    for i in np.unique(np.searchsorted(ends, np.flatnonzero(bad), side="right")).tolist():
+        lo, hi = int(ends[i] - counts[i]), int(ends[i])
+        rejected[i] = [
+            (reason, batches[i].reads.take(np.flatnonzero(m[lo:hi])))
+            for reason, m in masks
+            if m[lo:hi].any()
+        ]
+    return reads.take(np.flatnonzero(~bad)), rejected

@@ -28,6 +28,12 @@ SINK_BATCH_ROWS = Histogram(
 SINK_SECONDS = Histogram("tagtrail_sink_insert_seconds", "Time of one store insert")
 HOTLIST_SIZE = Gauge("tagtrail_hotlist_size", "Open theft cases held by the worker")
 ALERTS = Counter("tagtrail_alerts_total", "Theft alerts produced")
+# Broker append of a step's oldest message -> the step starting: time spent in fetch and buffers.
+QUEUE_SECONDS = Histogram(
+    "tagtrail_worker_queue_seconds",
+    "Broker append of the oldest message in a worker step to the step's start",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 ALERT_LATENCY = Histogram(
     "tagtrail_alert_latency_seconds",
     "Gateway publish of the read to alert produced",

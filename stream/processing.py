@@ -7,20 +7,21 @@ sighting upserts and alerts. It runs on a kernel thread; numba kernels release t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from ingest.exceptions import WireError
 from ingest.reads import Reads
-from ingest.validate import split_invalid
+from ingest.validate import split_invalid_many
 from ingest.wire import Batch, dead_letters_for, decode_structure, encode_batch, encode_dead_letter
 from stream.alert_records import Alert
 from stream.checkpoint import Checkpoint
 from stream.hotlist import Hotlist
 from stream.registry import RegistryFollower
-from stream.sessionize import Sessionizer
+from stream.sessionize import Sessionizer, SightingChanges
 from stream.sighting_codec import encode_upserts
 from tagtrail.config import Settings
 
@@ -28,18 +29,22 @@ Message = tuple[bytes, str, int, int, float]  # value, topic, partition, offset,
 
 
 def accepted_reads(
-    batch: Batch, known_readers: np.ndarray, published_ms: float, max_clock_skew_ms: int
-) -> tuple[Reads, list[tuple[str, Reads]]]:
-    """(valid reads, rejected groups) of a gateway message: the one rule of worker and sink.
+    batches: list[Batch],
+    known_readers: np.ndarray,
+    published_ms: list[float],
+    max_clock_skew_ms: int,
+) -> tuple[Reads, list[list[tuple[str, Reads]]]]:
+    """(valid reads of all messages, rejected groups per message): the one rule of worker and sink.
 
-    "Now" for the future-timestamp check is the message's Kafka timestamp, not the wall clock:
+    "Now" for the future-timestamp check is each message's Kafka timestamp, not the wall clock:
     a redelivered message, or the raw-read sink reading it at another time, is judged the same,
     so the raw_reads table holds exactly the reads the worker sessionized. (The other input, the
     reader registry, is each process's view of the compacted readers topic: readers are
     registered before they report, so both views agree unless a reader is added or removed while
     its reads are in flight.)
     """
-    return split_invalid(batch, known_readers, round(published_ms), max_clock_skew_ms)
+    now = [round(p) for p in published_ms]
+    return split_invalid_many(batches, known_readers, now, max_clock_skew_ms)
 
 
 @dataclass
@@ -58,6 +63,11 @@ class Outcome:
     n_late: int = 0
     n_duplicates: int = 0
     n_upserts: int = 0
+
+    def extend(self, other: Outcome) -> None:
+        """Add what `other` produced (lists appended, counts summed)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass
@@ -110,55 +120,109 @@ class Processor:
         return Checkpoint(st.offset, st.sessionizer.snapshot_parts(), frozenset(st.alerted))
 
     def step(self, messages: list[Message]) -> Outcome:
-        """Apply messages; valid reads are sessionized in one call per partition.
+        """Apply messages: `begin` and `finish` in one go (outputs of both in one Outcome)."""
+        pending = self.begin(messages)
+        rest = self.finish(pending)
+        pending.first.extend(rest)
+        return pending.first
 
+    def begin(self, messages: list[Message]) -> Pending:
+        """Decode and validate messages, then apply the reads of hotlisted tags only.
+
+        `Pending.first` holds the dead letters, the alerts and the upserts of listed tags, ready
+        to publish while `finish` applies the rest. Valid reads are sessionized in one call per
+        partition, split in these two parts (`Sessionizer.process_parts`: exactly one call).
         The version of a partition's rows is its highest input offset + 1, which only grows, so
         later rows always win in the store. Messages at or below a partition's applied offset
         (redeliveries after a checkpoint) are applied again: harmless, reads are a set.
         """
         out = Outcome()
         reg = self.registry.registry
-        per_partition: dict[int, list[Reads]] = {}
-        top: dict[int, tuple[int, int, int]] = {}  # partition -> (offset, gateway, batch_seq)
-        published: dict[int, float] = {}
+        # partition -> its decodable messages: (batch, publish ms, offset)
+        decoded: dict[int, list[tuple[Batch, float, int]]] = {}
         for data, topic, partition, offset, published_ms in messages:
-            where = {"topic": topic, "partition": partition, "offset": offset}
             try:
                 batch = decode_structure(data)
             except WireError as e:
+                where = {"topic": topic, "partition": partition, "offset": offset}
                 out.dead.append(encode_dead_letter(e.reason, str(e), data, **where))
                 out.dead_reasons.append((e.reason, 0))
                 continue
-            valid, rejected = accepted_reads(
-                batch, reg.reader_id, published_ms, self.settings.max_clock_skew_ms
-            )
-            out.dead.extend(dead_letters_for(batch, rejected, **where))
-            out.dead_reasons.extend((reason, len(bad)) for reason, bad in rejected)
-            per_partition.setdefault(partition, []).append(valid)
-            if offset > top.get(partition, (-1, 0, 0))[0]:
-                top[partition] = (offset, batch.gateway_id, batch.batch_seq)
-            published[partition] = max(published.get(partition, 0.0), published_ms)
-            out.n_reads += len(valid)
+            decoded.setdefault(partition, []).append((batch, published_ms, offset))
+        topic_of = {p: t for _, t, p, _, _ in messages}
         hotlist: Hotlist | None = self.hotlist.hotlist if self.hotlist is not None else None
-        for partition, parts in per_partition.items():
+        first_tags = hotlist.tags if hotlist is not None and len(hotlist) else None
+        pending = Pending(out, hotlist)
+        for partition, items in decoded.items():
+            batches = [b for b, _, _ in items]
+            valid, rejected = accepted_reads(
+                batches, reg.reader_id, [ms for _, ms, _ in items], self.settings.max_clock_skew_ms
+            )
+            for (batch, _, offset), groups in zip(items, rejected, strict=True):
+                if groups:
+                    where = {"topic": topic_of[partition], "partition": partition, "offset": offset}
+                    out.dead.extend(dead_letters_for(batch, groups, **where))
+                    out.dead_reasons.extend((reason, len(bad)) for reason, bad in groups)
+            out.n_reads += len(valid)
+            batch, _, offset = max(items, key=lambda item: item[2])
             st = self.state(partition)
-            offset, gw, seq = top[partition]
-            reads = Reads.concat(parts)
-            if len(reads):
-                changes = st.sessionizer.process(reads, version=offset + 1)
-                if len(changes.late):
-                    out.late.append(encode_batch(changes.late, gw, seq))
-                    out.late_partitions.append(partition)
-                    out.n_late += len(changes.late)
-                out.n_duplicates += changes.n_duplicates
-                n = len(changes.rows["tag_id"])
-                if n:
-                    out.upserts.append(encode_upserts(changes.rows))
-                    out.n_upserts += n
-                    if hotlist is not None:
-                        for alert in hotlist.match(changes.rows, int(published[partition])):
-                            if alert.alert_id not in st.alerted:
-                                st.alerted.add(alert.alert_id)
-                                out.alerts.append(alert)
-            st.offset = max(st.offset, offset)
+            part = _PartitionStep(
+                partition,
+                offset,
+                batch.gateway_id,
+                batch.batch_seq,
+                int(max(ms for _, ms, _ in items)),
+                st.sessionizer.process_parts(valid, offset + 1, first_tags),
+            )
+            pending.steps.append(part)
+            self._emit(part, next(part.changes), out, hotlist)
+        return pending
+
+    def finish(self, pending: Pending) -> Outcome:
+        """Apply the rest of `begin`'s reads; the Outcome of what that produced."""
+        out = Outcome()
+        for part in pending.steps:
+            for changes in part.changes:  # the second part (none without a hotlist)
+                self._emit(part, changes, out, pending.hotlist)
+            st = self.partitions[part.partition]
+            st.offset = max(st.offset, part.offset)
         return out
+
+    def _emit(
+        self, part: _PartitionStep, changes: SightingChanges, out: Outcome, hotlist: Hotlist | None
+    ) -> None:
+        st = self.partitions[part.partition]
+        if len(changes.late):
+            out.late.append(encode_batch(changes.late, part.gateway_id, part.batch_seq))
+            out.late_partitions.append(part.partition)
+            out.n_late += len(changes.late)
+        out.n_duplicates += changes.n_duplicates
+        n = len(changes.rows["tag_id"])
+        if not n:
+            return
+        out.upserts.append(encode_upserts(changes.rows))
+        out.n_upserts += n
+        if hotlist is not None:
+            for alert in hotlist.match(changes.rows, part.published_ms):
+                if alert.alert_id not in st.alerted:
+                    st.alerted.add(alert.alert_id)
+                    out.alerts.append(alert)
+
+
+@dataclass
+class _PartitionStep:
+    partition: int
+    offset: int  # highest input offset of the step
+    gateway_id: int  # of that message: late reads are re-encoded under its header
+    batch_seq: int
+    published_ms: int  # newest publish time of the step's messages, carried by alerts
+    changes: Iterator[SightingChanges]
+
+
+@dataclass
+class Pending:
+    """A step between `Processor.begin` and `Processor.finish`."""
+
+    first: Outcome
+    hotlist: Hotlist | None
+    steps: list[_PartitionStep] = field(default_factory=list)

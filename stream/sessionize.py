@@ -30,6 +30,7 @@ live horizon - gap_ms, e.g. once the stream has drained past them); otherwise ha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,8 +113,23 @@ class Sessionizer:
         max(version, last_version + 1) so later calls always supersede earlier ones. Processing a
         batch again (redelivery) is harmless: its reads are known (no rows) or late.
         """
+        return next(self.process_parts(reads, version, None))
+
+    def process_parts(
+        self, reads: Reads, version: int, first_tags: np.ndarray | None
+    ) -> Iterator[SightingChanges]:
+        """`process` in two parts: the reads of `first_tags` (sorted uint64) first, then the rest.
+
+        Yields the changes of each part, the late reads with the first (one part when first_tags
+        is None). Together they are exactly process(reads, version): keys are independent, both
+        parts see the watermark of the whole batch and carry one version. A caller uses the
+        first part early, e.g. to alert on listed tags before the bulk of the batch is applied.
+        """
         if len(reads) == 0:
-            return SightingChanges.empty()
+            yield SightingChanges.empty()
+            if first_tags is not None:
+                yield SightingChanges.empty()
+            return
         self.watermark = max(self.watermark, int(reads.ts_ms.max()))
         horizon = self.watermark - self.max_lateness_ms
         late_mask = reads.ts_ms < horizon
@@ -123,11 +139,23 @@ class Sessionizer:
                 reads.take(np.flatnonzero(late_mask)),
                 reads.take(np.flatnonzero(~late_mask)),
             )
-        before = self._duplicates
-        rows = self._apply(reads, version)
-        if horizon - self.gap_ms - self._evicted_at >= self.evict_every_ms:
-            self.evict()
-        return SightingChanges(rows, late, self._duplicates - before)
+        if first_tags is None:
+            parts = [reads]
+        else:
+            first = np.isin(reads.tag_id, first_tags)
+            parts = [reads.take(np.flatnonzero(first)), reads.take(np.flatnonzero(~first))]
+        v = max(int(version), self.last_version + 1)
+        for i, part in enumerate(parts):
+            before = self._duplicates
+            rows = self._apply(part, v, exact=True)
+            if (
+                i == len(parts) - 1
+                and horizon - self.gap_ms - self._evicted_at >= self.evict_every_ms
+            ):
+                self.evict()
+            yield SightingChanges(
+                rows, late if i == 0 else Reads.empty(), self._duplicates - before
+            )
 
     def backfill(
         self, late: Reads, raw: Reads, stored: dict[str, np.ndarray], version: int
@@ -227,7 +255,9 @@ class Sessionizer:
         self._evicted_at = meta["evicted_at"]
 
     # -- internals ---------------------------------------------------------------------------------
-    def _apply(self, reads: Reads, version: int) -> dict[str, np.ndarray]:
+    def _apply(self, reads: Reads, version: int, exact: bool = False) -> dict[str, np.ndarray]:
+        """Apply reads to the state; rows carry max(version, last_version + 1), or `version`
+        itself when `exact` (the caller has already chosen one above last_version)."""
         if len(reads) == 0:
             return _empty_rows()
         store = self._store
@@ -289,7 +319,10 @@ class Sessionizer:
         self._duplicates += len(order) - gained
         if n_out == 0:
             return _empty_rows()
-        self.last_version = max(int(version), self.last_version + 1)
+        if exact:
+            self.last_version = max(int(version), self.last_version)
+        else:
+            self.last_version = max(int(version), self.last_version + 1)
         return self._rows(tuple(a[:n_out] for a in o), self.last_version)
 
     def _rows(self, o: tuple[np.ndarray, ...], version: int) -> dict[str, np.ndarray]:

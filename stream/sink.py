@@ -27,10 +27,10 @@ from ingest.reads import Reads
 from ingest.wire import decode_structure
 from store.runner import StoreRunner
 from stream import metrics
+from stream.faust_app import exit_now, faust_app
 from stream.processing import accepted_reads
 from stream.registry import RegistryFollower
 from stream.sighting_codec import concat_upserts, decode_upserts
-from stream.worker import exit_now, faust_app
 from tagtrail.config import Settings
 from tagtrail.errors import TagtrailError
 
@@ -50,14 +50,14 @@ def valid_reads(
 
     Messages that do not decode are the worker's dead letters: skipped here, as there.
     """
-    parts = []
+    batches, published = [], []
     for value, published_ms in messages:
         try:
-            batch = decode_structure(value)
+            batches.append(decode_structure(value))
         except WireError:
             continue  # dead-lettered by the worker, with its reason
-        parts.append(accepted_reads(batch, known_readers, published_ms, max_clock_skew_ms)[0])
-    return Reads.concat(parts)
+        published.append(published_ms)
+    return accepted_reads(batches, known_readers, published, max_clock_skew_ms)[0]
 
 
 async def _with_retries(

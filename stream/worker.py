@@ -1,41 +1,49 @@
-"""The Faust worker: gateway batches in; dead letters, late reads, sighting upserts, alerts out.
+"""The worker: gateway batches in; dead letters, late reads, sighting upserts, alerts out.
 
-One agent consumes the reads topic, many gateway messages per step; `stream.processing` does the
-CPU work off the event loop. Outputs are published before the inputs are acknowledged, so a crash
-replays, never loses. Partition state is checkpointed to the data folder and, on assignment,
-restored and caught up to the committed offset, so sightings stay exact across restarts.
+One consumer-group member takes every message the broker has for its partitions in one fetch
+and hands them to `stream.processing` off the event loop, one kernel call per partition; the
+reads of hotlisted tags are applied first and their alerts sent while the rest is applied.
+Outputs are published, then the inputs' offsets committed, so a crash replays, never loses.
+Partition state is checkpointed to the data folder and, on assignment, restored and caught up to
+the committed offset, so sightings stay exact across restarts and rebalances.
+
+It consumes with aiokafka, not a Faust agent: Faust hands a stream its messages one by one
+(per message: a fetch-thread hop, tasks, a queue, an ack), which at 1,600 gateway messages/s
+costs 0.4-1.6 s before a message reaches the agent even on an idle machine (measured; see
+docs/operations.md). A fetch here is one call, so an alert leaves within one step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream import metrics
 from stream.alert_history import alert_ids_since
 from stream.checkpoint import CheckpointStore
+from stream.faust_app import METADATA_MAX_AGE_MS, exit_now
+from stream.gc_pause import freeze_long_lived
 from stream.hotlist import HotlistFollower
-from stream.processing import Outcome, Processor
+from stream.processing import Message, Outcome, Processor
 from stream.registry import RegistryFollower
 from tagtrail.config import Settings
 
 log = logging.getLogger(__name__)
 
 # Gateway messages handled per step: one kernel call per partition amortises the per-call cost
-# over many small gateway batches; the short window bounds the latency it adds.
+# over many small gateway batches; a step takes what one fetch has, up to this many.
 MAX_MESSAGES_PER_STEP = 2000
-STEP_WITHIN_S = 0.02
-METADATA_MAX_AGE_MS = 5000
+IDLE_POLL_MS = 200
+COMMIT_INTERVAL_S = 1.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -48,113 +56,275 @@ class WorkerState:
     alerts: int = 0
 
 
-def exit_now(exc: BaseException) -> None:
-    """Leave the process at once, without running `finally` blocks.
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
 
-    Faust acknowledges a step's events in a `finally` even when the step failed, which would
-    commit offsets of reads that produced nothing. Exiting before that keeps them uncommitted,
-    so a restarted worker processes them again: nothing is lost.
-    """
-    log.critical("worker step failed; exiting without committing: %r", exc, exc_info=exc)
-    logging.shutdown()
-    os._exit(70)
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker._guard(self.worker._on_revoked(revoked))
 
-
-class IdempotentProducer(FaustKafkaProducer):
-    """Faust's producer with Kafka idempotence: a send that aiokafka retries because a broker
-    restart lost its acknowledgement is written once, so an alert is never published twice."""
-
-    def _settings_extra(self) -> Mapping[str, Any]:
-        return {**super()._settings_extra(), "enable_idempotence": True}
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.worker._guard(self.worker._on_assigned(assigned))
 
 
-def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
-    """A Faust app for raw-bytes topics that stream.topics has declared."""
-    app = faust.App(
-        group,
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),  # not the working directory
-        value_serializer="raw",
-        key_serializer="raw",
-        topic_partitions=settings.partitions,
-        topic_allow_declare=False,  # stream.topics declares every topic with its policy
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_max_request_size=16 * 1024 * 1024,
-        broker_commit_every=1000,
-        broker_commit_interval=1.0,
-        # A killed worker's partitions move to the others after this long without heartbeats.
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        # A rebalance while a restarted broker has not yet led its partitions assigns none of a
-        # topic's partitions; the consumer rejoins when its metadata shows them again, which
-        # without this waits for the 5-minute default refresh.
-        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
-    )
-    app.transport.Producer = IdempotentProducer  # before the producer is created (app.start)
-    return app
+class Worker:
+    """One member of the worker consumer group: `start()`, then `stop()`."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        registry: RegistryFollower,
+        hotlist: HotlistFollower | None = None,
+        on_fatal: Callable[[BaseException], None] = exit_now,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.registry = registry
+        self.hotlist = hotlist
+        self.on_fatal = on_fatal
+        self.state = WorkerState()
+        self.processor = Processor(settings, registry, hotlist)
+        self.checkpoints = CheckpointStore(settings.data_dir / "state" / settings.consumer_group)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernels")
+        self._lock = asyncio.Lock()  # one step, rebalance or checkpoint at a time
+        self._owned: set[int] = set()  # partitions whose state is adopted and current
+        self._done: dict[int, int] = {}  # partition -> next offset to commit (outputs durable)
+        self._last_commit = self._last_checkpoint = time.monotonic()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
-def build_worker_app(
-    settings: Settings,
-    bootstrap: str,
-    registry: RegistryFollower,
-    hotlist: HotlistFollower | None = None,
-    on_fatal: Callable[[BaseException], None] = exit_now,
-) -> faust.App:
-    """A Faust app whose agent turns the reads topic into sighting upserts and alerts."""
-    app = faust_app(settings, bootstrap, settings.consumer_group)
-    state = WorkerState()
-    proc = Processor(settings, registry, hotlist)
-    checkpoints = CheckpointStore(settings.data_dir / "state" / settings.consumer_group)
-    app.tagtrail_state = state  # type: ignore[attr-defined]
-    app.tagtrail_processor = proc  # type: ignore[attr-defined]
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernels")
-    lock = asyncio.Lock()  # one step, adoption or checkpoint at a time
-    last_checkpoint = {"at": time.monotonic()}
+    async def start(self) -> None:
+        s = self.settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            # A send retried because a broker restart lost its acknowledgement is written once,
+            # so an alert is never published twice.
+            enable_idempotence=True,
+            max_request_size=MAX_MESSAGE_BYTES,
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=s.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            # A killed worker's partitions move to the others after this long without heartbeats.
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
+            # After a broker restart the group sees the topic's partitions again within this.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        )
+        await producer.start()
+        # Set before the consumer starts: its first rebalance may already publish and commit.
+        self._producer, self._consumer = producer, consumer
+        try:
+            consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
+            await consumer.start()
+        except BaseException:
+            self._consumer = None
+            await producer.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name="tagtrail-worker")
 
-    reads_topic = app.topic(settings.topic_reads, value_type=bytes)
-    dlq_topic = app.topic(settings.topic_dead_letter, value_type=bytes)
-    late_topic = app.topic(settings.topic_late, value_type=bytes)
-    sightings_topic = app.topic(settings.topic_sightings, value_type=bytes)
-    alerts_topic = app.topic(settings.topic_alerts, value_type=bytes)
+    async def stop(self) -> None:
+        """Finish the step in flight, checkpoint and commit, then leave the group."""
+        self._stopping = True
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=60)
+            if not self._task.done():
+                self._task.cancel()
+        if self._consumer is not None:
+            async with self._lock:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._save_checkpoints, sorted(self._owned)
+                )
+                await self._commit(sorted(self._owned))
+                self._owned.clear()
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._pool.shutdown(wait=True)
 
-    async def publish(res: Outcome) -> None:
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self.registry.caught_up.wait()
+        if self.hotlist is not None:
+            await self.hotlist.caught_up.wait()
+        assert self._consumer is not None
+        freeze_long_lived()
+        warm = False
+        try:
+            while not self._stopping:
+                fetched = await self._consumer.getmany(
+                    timeout_ms=IDLE_POLL_MS, max_records=MAX_MESSAGES_PER_STEP
+                )
+                if fetched:
+                    await self._step(fetched)
+                    if not warm:  # the first step loaded the kernels: their objects live on
+                        freeze_long_lived()
+                        warm = True
+                if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                    async with self._lock:
+                        await self._commit(sorted(self._owned))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug or a broker failure: never commit what failed
+            self.on_fatal(e)
+            raise
+
+    async def _step(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            # Records fetched before a rebalance took their partition away belong to its new
+            # owner now: they are neither processed nor committed here.
+            work: list[Message] = [
+                (m.value, tp.topic, tp.partition, m.offset, float(m.timestamp))
+                for tp, records in fetched.items()
+                if tp.partition in self._owned
+                for m in records
+            ]
+            if not work:
+                return
+            oldest_ms = min(w[4] for w in work)
+            metrics.QUEUE_SECONDS.observe(max(time.time() - oldest_ms / 1000, 0.0))
+            # Alerts and upserts of hotlisted tags leave while the bulk of the batch is applied.
+            pending = await loop.run_in_executor(self._pool, self.processor.begin, work)
+            first = await self._send(pending.first)
+            res = await loop.run_in_executor(self._pool, self.processor.finish, pending)
+            await self._acked(pending.first, first)
+            await self._publish(res)
+            res.extend(pending.first)
+            for tp, records in fetched.items():
+                if tp.partition in self._owned and records:
+                    self._done[tp.partition] = records[-1].offset + 1
+            if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
+                self._last_checkpoint = time.monotonic()
+                await loop.run_in_executor(self._pool, self._save_checkpoints, sorted(self._owned))
+        self.state.messages += len(work)
+        self.state.reads += res.n_reads
+        self.state.upserts += res.n_upserts
+        metrics.READS_IN.inc(res.n_reads)
+        metrics.LATE_READS.inc(res.n_late)
+        metrics.DUPLICATE_READS.inc(res.n_duplicates)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    async def _publish(self, res: Outcome) -> None:
+        await self._acked(res, await self._send(res))
+
+    async def _send(self, res: Outcome) -> list[Awaitable[Any]]:
+        """Hand `res` to the producer; the returned futures resolve when the broker has it."""
+        s, producer = self.settings, self._producer
+        assert producer is not None
         sends: list[Awaitable[Any]] = []
         # Alerts first: a police officer waits for them; upserts can be megabytes.
         for alert in res.alerts:
-            sends.append(await alerts_topic.send(key=alert.case_id.encode(), value=alert.encode()))
+            sends.append(
+                await producer.send(s.topic_alerts, alert.encode(), key=alert.case_id.encode())
+            )
         for headers, value in res.dead:
-            sends.append(await dlq_topic.send(value=value, headers=headers))
+            sends.append(await producer.send(s.topic_dead_letter, value, headers=headers))
+        for value, p in zip(res.late, res.late_partitions, strict=True):
+            # The late batch keeps its reads' partition, so one backfiller owns each key.
+            sends.append(await producer.send(s.topic_late, value, partition=p))
+        for value in res.upserts:
+            sends.append(await producer.send(s.topic_sightings, value))
+        return sends
+
+    async def _acked(self, res: Outcome, sends: list[Awaitable[Any]]) -> None:
+        if sends:
+            await asyncio.gather(*sends)
         for reason, n_bad in res.dead_reasons:
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
             metrics.INVALID_READS.labels(reason=reason).inc(n_bad)
-        for value, p in zip(res.late, res.late_partitions, strict=True):
-            # The late batch keeps its reads' partition, so one backfiller owns each key.
-            sends.append(await late_topic.send(value=value, partition=p))
-        for value in res.upserts:
-            sends.append(await sightings_topic.send(value=value))
-        if sends:
-            await asyncio.gather(*sends)
         now_ms = time.time() * 1000
         for alert in res.alerts:
             metrics.ALERTS.inc()
             if alert.read_published_ms:
                 metrics.ALERT_LATENCY.observe(max(now_ms - alert.read_published_ms, 0) / 1000)
-        state.alerts += len(res.alerts)
+        self.state.alerts += len(res.alerts)
 
-    def save_checkpoints(partitions: list[int]) -> None:
+    async def _commit(self, partitions: list[int]) -> None:
+        """Commit the offsets whose outputs are durable. A failed commit only means those
+        messages are processed again by whoever owns them next: reads are a set."""
+        self._last_commit = time.monotonic()
+        offsets = {
+            TopicPartition(self.settings.topic_reads, p): self._done.pop(p)
+            for p in partitions
+            if p in self._done
+        }
+        if not offsets or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as e:
+            log.warning("offset commit failed (%r): those messages will be processed again", e)
+
+    def _save_checkpoints(self, partitions: list[int]) -> None:
         for p in partitions:
-            if p in proc.partitions:
-                checkpoints.save(settings.topic_reads, p, proc.checkpoint(p))
+            if p in self.processor.partitions:
+                self.checkpoints.save(self.settings.topic_reads, p, self.processor.checkpoint(p))
 
-    async def catch_up(partition: int, start: int) -> None:
+    # -- rebalances ----------------------------------------------------------------------------
+
+    async def _guard(self, work: Awaitable[None]) -> None:
+        # aiokafka logs and swallows a listener's exception; a half-adopted partition would
+        # produce wrong sightings, so a failure here ends the process like a failed step.
+        try:
+            await work
+        except Exception as e:
+            self.on_fatal(e)
+            raise
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        gone = sorted(tp.partition for tp in revoked if tp.topic == self.settings.topic_reads)
+        async with self._lock:
+            # The state stays in memory: a partition assigned back to this worker goes on from
+            # it. Until then nothing of it is processed (`_owned`).
+            await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._save_checkpoints, gone
+            )
+            await self._commit(gone)
+            self._owned.difference_update(gone)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == self.settings.topic_reads)
+        async with self._lock:
+            proc, loop = self.processor, asyncio.get_running_loop()
+            for p in [p for p in proc.partitions if p not in mine]:
+                del proc.partitions[p]  # another worker owns it now
+                self._done.pop(p, None)
+            adopted: dict[int, int] = {}
+            since_ms = int(time.time() * 1000)
+            for p in mine:
+                if p in proc.partitions:
+                    continue  # kept across this rebalance: processed up to its committed offset
+                ckpt = await loop.run_in_executor(
+                    self._pool, self.checkpoints.load, self.settings.topic_reads, p
+                )
+                adopted[p] = proc.adopt(p, ckpt)
+                since_ms = min(since_ms, ckpt.saved_ms if ckpt is not None else 0)
+            if adopted:
+                # Alerts the previous owner sent after its last checkpoint: never send them again.
+                sent = await alert_ids_since(self.bootstrap, self.settings.topic_alerts, since_ms)
+                for p, offset in adopted.items():
+                    proc.partitions[p].alerted |= sent
+                    await self._catch_up(p, offset + 1)
+            self._owned = set(mine)
+
+    async def _catch_up(self, partition: int, start: int) -> None:
         """Re-apply messages [start, committed) that a checkpoint does not cover."""
-        tp = TopicPartition(settings.topic_reads, partition)
+        tp = TopicPartition(self.settings.topic_reads, partition)
         side = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+            bootstrap_servers=self.bootstrap,
+            group_id=self.settings.consumer_group,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
         await side.start()
         try:
@@ -166,82 +336,27 @@ def build_worker_app(
             loop = asyncio.get_running_loop()
             while True:
                 batch = (await side.getmany(tp, timeout_ms=1000, max_records=2000)).get(tp, [])
-                msgs = [
-                    (bytes(m.value), tp.topic, partition, m.offset, float(m.timestamp))
+                msgs: list[Message] = [
+                    (m.value, tp.topic, partition, m.offset, float(m.timestamp))
                     for m in batch
                     if m.offset < committed
                 ]
                 if msgs:
-                    await publish(await loop.run_in_executor(pool, proc.step, msgs))
+                    await self._publish(
+                        await loop.run_in_executor(self._pool, self.processor.step, msgs)
+                    )
                 if not batch or batch[-1].offset + 1 >= committed:
                     break
         finally:
             await side.stop()
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
-        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_reads)
-        async with lock:
-            loop = asyncio.get_running_loop()
-            adopted: dict[int, int] = {}
-            since_ms = int(time.time() * 1000)
-            for p in mine:
-                if p in proc.partitions:
-                    continue  # kept across this rebalance: the state is current
-                ckpt = await loop.run_in_executor(pool, checkpoints.load, settings.topic_reads, p)
-                adopted[p] = proc.adopt(p, ckpt)
-                since_ms = min(since_ms, ckpt.saved_ms if ckpt is not None else 0)
-            if adopted:
-                # Alerts the previous owner sent after its last checkpoint: never send them again.
-                sent = await alert_ids_since(bootstrap, settings.topic_alerts, since_ms)
-                for p, offset in adopted.items():
-                    proc.partitions[p].alerted |= sent
-                    await catch_up(p, offset + 1)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-        gone = sorted(tp.partition for tp in revoked if tp.topic == settings.topic_reads)
-        async with lock:
-            await asyncio.get_running_loop().run_in_executor(pool, save_checkpoints, gone)
-            for p in gone:
-                proc.partitions.pop(p, None)
-
-    @app.agent(reads_topic)
-    async def process_reads(stream: faust.StreamT[bytes]) -> None:
-        await registry.caught_up.wait()
-        if hotlist is not None:
-            await hotlist.caught_up.wait()
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(MAX_MESSAGES_PER_STEP, within=STEP_WITHIN_S):
-            t0 = time.perf_counter()
-            work = [
-                (
-                    bytes(e.value),
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    float(e.message.timestamp) * 1000,
-                )
-                for e in events
-            ]
-            async with lock:
-                try:
-                    res = await loop.run_in_executor(pool, proc.step, work)
-                    await publish(res)
-                    if time.monotonic() - last_checkpoint["at"] >= settings.checkpoint_interval_s:
-                        last_checkpoint["at"] = time.monotonic()
-                        await loop.run_in_executor(pool, save_checkpoints, list(proc.partitions))
-                except Exception as e:  # a bug or a broker failure: never ack what failed
-                    on_fatal(e)
-                    raise
-            # Outputs are durable before these inputs are acknowledged (when the next step is
-            # taken), so at worst a crash re-publishes upserts that the store deduplicates.
-            state.messages += len(events)
-            state.reads += res.n_reads
-            state.upserts += res.n_upserts
-            metrics.READS_IN.inc(res.n_reads)
-            metrics.LATE_READS.inc(res.n_late)
-            metrics.DUPLICATE_READS.inc(res.n_duplicates)
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
-
-    return app
+def build_worker_app(
+    settings: Settings,
+    bootstrap: str,
+    registry: RegistryFollower,
+    hotlist: HotlistFollower | None = None,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> Worker:
+    """A worker that turns the reads topic into sighting upserts and alerts (not yet started)."""
+    return Worker(settings, bootstrap, registry, hotlist, on_fatal)

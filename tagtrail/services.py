@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from deploy.kafka.broker import metadata_ok
 from recovery.ratelimit import RateLimiter
 from stream.exceptions import BrokerUnavailable
+from stream.gc_pause import freeze_long_lived
 from stream.topics import ensure_topics
 from tagtrail.config import Settings
 from tagtrail.local import bootstrap_for
@@ -104,6 +105,7 @@ async def _sink(settings: Settings) -> None:
     runner = StoreRunner(await asyncio.to_thread(open_store, settings))
     app = build_sink_app(settings, bootstrap, runner)
     await app.start()
+    freeze_long_lived()
     try:
         await _until_signalled()
     finally:
@@ -130,6 +132,7 @@ async def _api(settings: Settings) -> None:
     ops = OpsPoller(settings, bootstrap, runner.run)
     await ctx.start()
     await ops.start()
+    freeze_long_lived()  # the alert stream (SSE) must not stall on full collections
     server = uvicorn.Server(
         uvicorn.Config(
             api, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"

@@ -21,11 +21,13 @@ from deploy.kafka.broker import LocalKafka, metadata_ok
 from recovery.ratelimit import RateLimiter
 from store.runner import StoreRunner
 from stream.exceptions import BrokerUnavailable
+from stream.faust_app import exit_now
+from stream.gc_pause import freeze_long_lived
 from stream.hotlist import HotlistFollower
 from stream.registry import RegistryFollower
 from stream.sink import build_sink_app
 from stream.topics import ensure_topics
-from stream.worker import build_worker_app, exit_now
+from stream.worker import build_worker_app
 from tagtrail.config import Settings
 from tagtrail.errors import ConfigError
 from tagtrail.metrics_server import OpsPoller, instrument_api
@@ -136,6 +138,7 @@ class Pipeline:
             await asyncio.sleep(0.02)
         self.api_url = f"http://{s.api_host}:{port}"
         self._ctx = ctx
+        freeze_long_lived()  # the API's alert stream must not stall on full collections either
         return self
 
     def _fatal(self, exc: BaseException) -> None:

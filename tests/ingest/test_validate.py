@@ -15,6 +15,7 @@ from ingest.validate import (
     bad_latlon_mask,
     reader_set,
     split_invalid,
+    split_invalid_many,
     unknown_reader_mask,
 )
 from ingest.wire import (
@@ -152,3 +153,34 @@ def test_whole_message_dead_letter_keeps_original_bytes() -> None:
         encode_dead_letter("nope", "", b"")
     with pytest.raises(ValueError):
         decode_dead_letter([], b"")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.integers(0, 6), max_size=12), st.integers(-3_600_000, 3_600_000)),
+        max_size=8,
+    )
+)
+def test_split_invalid_many_equals_split_invalid_per_batch(
+    specs: list[tuple[list[int], int]],
+) -> None:
+    """One vectorised pass gives each message exactly what split_invalid gives it alone, each
+    judged at its own time (a worker step validates hundreds of gateway messages at once)."""
+    pool = mixed_reads()
+    batches = [
+        decode_structure(encode_batch(pool.take(np.array(rows, dtype=np.int64)), 1, i))
+        for i, (rows, _) in enumerate(specs)
+    ]
+    nows = [NOW + shift for _, shift in specs]
+    valid, rejected = split_invalid_many(batches, KNOWN, nows)
+    one_by_one = [split_invalid(b, KNOWN, now) for b, now in zip(batches, nows, strict=True)]
+    want = Reads.concat([v for v, _ in one_by_one])
+    for k, col in valid.columns().items():
+        np.testing.assert_array_equal(col, getattr(want, k))
+    assert len(rejected) == len(batches)
+    for got_groups, (_, want_groups) in zip(rejected, one_by_one, strict=True):
+        assert [r for r, _ in got_groups] == [r for r, _ in want_groups]
+        for (_, g), (_, w) in zip(got_groups, want_groups, strict=True):
+            for k, col in g.columns().items():
+                np.testing.assert_array_equal(col, getattr(w, k))

@@ -138,7 +138,7 @@ async def _through_running_sink(settings: Settings) -> None:
         await publish(bootstrap, settings.topic_reads, in_time, 1)
         await publish(bootstrap, settings.topic_reads, Reads.concat([late, edge]), 2)
         await wait_drained(settings, bootstrap, timeout_s=120)
-        assert p.app.tagtrail_state.reads == len(in_time) + len(late) + len(edge)
+        assert p.app.state.reads == len(in_time) + len(late) + len(edge)
 
         # The sink hosts the backfiller; the command waits for it and reports.
         out = await asyncio.to_thread(cli_backfill, settings)

@@ -68,7 +68,7 @@ async def run(settings: Settings) -> None:
         finally:
             await producer.stop()
         await wait_drained(settings, p.bootstrap, timeout_s=120)
-        worker_reads = p.app.tagtrail_state.reads
+        worker_reads = p.app.state.reads
 
         consumer = AIOKafkaConsumer(
             bootstrap_servers=p.bootstrap, group_id=None, enable_auto_commit=False

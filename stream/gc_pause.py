@@ -1,0 +1,23 @@
+"""Keep the garbage collector's full collections short in long-running stream services.
+
+A worker holds a few million long-lived objects (modules, compiled kernels, registries). CPython
+traverses all of them in every full (generation 2) collection, which ran every few seconds under
+load and paused the process for 90-170 ms each time (measured in the worker; most of the alert
+latency's 99th percentile). `gc.freeze()` moves what is alive now into a permanent generation that
+collections skip; objects created later are still collected as usual.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def freeze_long_lived() -> None:
+    """Exempt every object alive now from future collections (call once warmed up, and again
+    after a phase that creates many long-lived objects, e.g. the first batch compiling kernels)."""
+    gc.collect()  # what is garbage now should not be frozen
+    gc.freeze()
+    log.debug("gc: %d objects frozen", gc.get_freeze_count())
