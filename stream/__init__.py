@@ -1,1 +1,1 @@
-"""The Faust side: validation, sessionizing reads into sightings, H3 geo-index, hotlist alerts."""
+"""The stream side: validation, sessionizing reads into sightings, H3 geo-index, hotlist alerts."""

@@ -68,7 +68,9 @@ class Alert:
     read_published_ms: int = 0
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        # Field by field, not dataclasses.asdict (a deep copy): a burst of thousands of alerts
+        # is encoded on the worker's event loop.
+        return json.dumps({f: getattr(self, f) for f in self.__slots__}).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> Alert:

@@ -78,7 +78,7 @@ class Sessionizer:
     """Exact sessionizing of one partition's reads into sighting upserts/retractions.
 
     Not thread-safe: one partition, one caller. Kernels release the GIL (nogil), so the caller may
-    run `process` in an executor to keep an event loop (Faust heartbeats) responsive.
+    run `process` in an executor to keep an event loop (Kafka heartbeats) responsive.
     """
 
     def __init__(

@@ -25,9 +25,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from stream import metrics
 from stream.alert_history import alert_ids_since
+from stream.alert_records import Alert
 from stream.checkpoint import CheckpointStore
 from stream.faust_app import METADATA_MAX_AGE_MS, exit_now
 from stream.gc_pause import freeze_long_lived
@@ -95,6 +97,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         s = self.settings
@@ -221,12 +224,8 @@ class Worker:
         """Hand `res` to the producer; the returned futures resolve when the broker has it."""
         s, producer = self.settings, self._producer
         assert producer is not None
-        sends: list[Awaitable[Any]] = []
         # Alerts first: a police officer waits for them; upserts can be megabytes.
-        for alert in res.alerts:
-            sends.append(
-                await producer.send(s.topic_alerts, alert.encode(), key=alert.case_id.encode())
-            )
+        sends = await self._send_alerts(res.alerts)
         for headers, value in res.dead:
             sends.append(await producer.send(s.topic_dead_letter, value, headers=headers))
         for value, p in zip(res.late, res.late_partitions, strict=True):
@@ -234,6 +233,31 @@ class Worker:
             sends.append(await producer.send(s.topic_late, value, partition=p))
         for value in res.upserts:
             sends.append(await producer.send(s.topic_sightings, value))
+        return sends
+
+    async def _send_alerts(self, alerts: list[Alert]) -> list[Awaitable[Any]]:
+        """Alerts keyed by case id, in per-partition batches: a burst of thousands (a replay,
+        a backlog) costs a few microseconds per alert instead of a producer call each."""
+        if not alerts:
+            return []
+        producer, topic = self._producer, self.settings.topic_alerts
+        assert producer is not None
+        partitions = sorted(await producer.partitions_for(topic))
+        sends: list[Awaitable[Any]] = []
+        open_batches: dict[int, Any] = {}
+        for alert in alerts:
+            key = alert.case_id.encode()
+            # The producer's own key -> partition rule: a case's alerts stay in order.
+            p = self._partitioner(key, partitions, partitions)
+            value = alert.encode()
+            batch = open_batches.get(p)
+            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+                if batch is not None:  # full: send it, start the next
+                    sends.append(await producer.send_batch(batch, topic, partition=p))
+                batch = open_batches[p] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for p, batch in open_batches.items():
+            sends.append(await producer.send_batch(batch, topic, partition=p))
         return sends
 
     async def _acked(self, res: Outcome, sends: list[Awaitable[Any]]) -> None:
