@@ -373,14 +373,3 @@ class Worker:
                     break
         finally:
             await side.stop()
-
-
-def build_worker_app(
-    settings: Settings,
-    bootstrap: str,
-    registry: RegistryFollower,
-    hotlist: HotlistFollower | None = None,
-    on_fatal: Callable[[BaseException], None] = exit_now,
-) -> Worker:
-    """A worker that turns the reads topic into sighting upserts and alerts (not yet started)."""
-    return Worker(settings, bootstrap, registry, hotlist, on_fatal)

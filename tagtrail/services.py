@@ -69,13 +69,13 @@ async def _broker(settings: Settings, what: str) -> str:
 async def _worker(settings: Settings) -> None:
     from stream.hotlist import HotlistFollower
     from stream.registry import RegistryFollower
-    from stream.worker import build_worker_app
+    from stream.worker import Worker
 
     bootstrap = await _broker(settings, "worker")
     while True:
         registry = RegistryFollower(bootstrap, settings.topic_readers)
         hotlist = HotlistFollower(bootstrap, settings.topic_hotlist)
-        app = build_worker_app(settings, bootstrap, registry, hotlist)
+        app = Worker(settings, bootstrap, registry, hotlist)
         try:
             await registry.start()
             await hotlist.start()

@@ -27,7 +27,7 @@ from stream.hotlist import HotlistFollower
 from stream.registry import RegistryFollower
 from stream.sink import build_sink_app
 from stream.topics import ensure_topics
-from stream.worker import build_worker_app
+from stream.worker import Worker
 from tagtrail.config import Settings
 from tagtrail.errors import ConfigError
 from tagtrail.metrics_server import OpsPoller, instrument_api
@@ -103,9 +103,7 @@ class Pipeline:
             await self.registry.start()
             self.hotlist = HotlistFollower(self.bootstrap, s.topic_hotlist)
             await self.hotlist.start()
-            self.app = build_worker_app(
-                s, self.bootstrap, self.registry, self.hotlist, on_fatal=self._fatal
-            )
+            self.app = Worker(s, self.bootstrap, self.registry, self.hotlist, on_fatal=self._fatal)
             await self.app.start()
         # With the worker in this process, the raw-read agent validates against the same registry.
         self.sink_app = build_sink_app(

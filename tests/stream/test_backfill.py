@@ -27,7 +27,7 @@ from stream.progress import wait_drained
 from stream.registry import RegistryFollower, registry_from_rows
 from stream.sink import build_sink_app
 from stream.topics import ensure_topics
-from stream.worker import build_worker_app
+from stream.worker import Worker
 from tagtrail.config import Settings
 from tagtrail.up import Pipeline
 from tests.stream.test_exactness import register
@@ -184,7 +184,7 @@ async def _standalone(settings: Settings) -> None:
     registry = RegistryFollower(bootstrap, settings.topic_readers)
     await registry.start()
     failures: list[BaseException] = []
-    worker = build_worker_app(settings, bootstrap, registry, on_fatal=failures.append)
+    worker = Worker(settings, bootstrap, registry, on_fatal=failures.append)
     sink = build_sink_app(settings, bootstrap, runner, on_fatal=failures.append, backfill=False)
     await worker.start()
     await sink.start()
