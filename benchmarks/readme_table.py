@@ -123,8 +123,10 @@ def render(
     if paced is not None:
         rate = paced["scale"]["rate_limit_reads_per_s"]
         lines += [
-            f"| alert latency p50/p95/p99 (topic) at a paced {rate:,.0f} reads/s | "
-            f"{_lat(paced['alert_latency']['topic'])} | p99 <= 250 ms | run `{paced['run_id']}` |",
+            f"| alert latency p50/p95/p99 ({where}) at a paced {rate:,.0f} reads/s | "
+            f"{_lat(paced['alert_latency'][where])} | p99 <= 250 ms | run `{paced['run_id']}` |"
+            for where in ("topic", "sse")
+            if where in paced["alert_latency"]
         ]
     lines.append("")
     if micro is not None:

@@ -34,7 +34,7 @@ from stream.checkpoint import CheckpointStore
 from stream.faust_app import METADATA_MAX_AGE_MS, exit_now
 from stream.gc_pause import freeze_long_lived
 from stream.hotlist import HotlistFollower
-from stream.processing import Message, Outcome, Processor
+from stream.processing import Message, Outcome, Processor, warm_up
 from stream.registry import RegistryFollower
 from tagtrail.config import Settings
 
@@ -159,6 +159,7 @@ class Worker:
         if self.hotlist is not None:
             await self.hotlist.caught_up.wait()
         assert self._consumer is not None
+        await asyncio.get_running_loop().run_in_executor(self._pool, warm_up)
         freeze_long_lived()
         warm = False
         try:
