@@ -143,7 +143,12 @@ class Sessionizer:
             parts = [reads]
         else:
             first = np.isin(reads.tag_id, first_tags)
-            parts = [reads.take(np.flatnonzero(first)), reads.take(np.flatnonzero(~first))]
+            # Most batches hold no listed tag: then the rest is the batch itself, not a copy.
+            parts = (
+                [reads.take(np.flatnonzero(first)), reads.take(np.flatnonzero(~first))]
+                if first.any()
+                else [Reads.empty(), reads]
+            )
         v = max(int(version), self.last_version + 1)
         for i, part in enumerate(parts):
             before = self._duplicates
