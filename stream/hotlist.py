@@ -12,6 +12,9 @@ from stream.alert_records import Alert, HotlistEntry, alert_id, decode_hotlist
 from stream.follower import CompactedFollower
 from stream.metrics import HOTLIST_SIZE
 
+# Sighting columns an alert carries, in Alert's field order after case_id.
+MATCH_COLUMNS = ("tag_id", "reader_id", "first_ts", "last_ts", "lat", "lon", "h3_r9")
+
 
 class Hotlist:
     """Open cases as sorted arrays (tag_id, stolen_at_ms) plus their case ids."""
@@ -33,35 +36,37 @@ class Hotlist:
         idx = np.minimum(np.searchsorted(self.tags, tag), len(self.tags) - 1)
         hit = (self.tags[idx] == tag) & (rows["is_deleted"] == 0)
         hit &= rows["last_ts"] >= self.stolen_at[idx]
-        alerts = []
-        for i in np.flatnonzero(hit):
-            case = self.case_ids[int(idx[i])]
-            t, r, f = int(tag[i]), int(rows["reader_id"][i]), int(rows["first_ts"][i])
-            alerts.append(
-                Alert(
-                    alert_id=alert_id(case, t, r, f),
-                    case_id=case,
-                    tag_id=t,
-                    reader_id=r,
-                    first_ts=f,
-                    last_ts=int(rows["last_ts"][i]),
-                    lat=float(rows["lat"][i]),
-                    lon=float(rows["lon"][i]),
-                    h3_r9=int(rows["h3_r9"][i]),
-                    read_published_ms=published_ms,
-                )
-            )
-        return alerts
+        sel = np.flatnonzero(hit)
+        # Columns to Python values in bulk: a burst of thousands of alerts is built here.
+        cases = [self.case_ids[i] for i in idx[sel].tolist()]
+        cols = [rows[k][sel].tolist() for k in MATCH_COLUMNS]
+        return [
+            Alert(alert_id(case, t, r, f), case, t, r, f, last, lat, lon, h3, published_ms)
+            for case, t, r, f, last, lat, lon, h3 in zip(cases, *cols, strict=True)
+        ]
 
 
 class HotlistFollower(CompactedFollower):
-    """The hotlist topic as a Hotlist, rebuilt on every change."""
+    """The hotlist topic as a Hotlist, rebuilt when the set of matching cases changes."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(bootstrap, topic, self._rebuild)
         self.hotlist = Hotlist()
+        self._entries: dict[bytes, tuple[bytes, HotlistEntry | None]] = {}  # key -> value, entry
+        self._matching: frozenset[tuple[str, int, int]] = frozenset()
 
     def _rebuild(self, rows: dict[bytes, bytes]) -> None:
-        entries = [e for e in (decode_hotlist(v) for v in rows.values()) if e is not None]
-        self.hotlist = Hotlist(entries)
+        # Only changed records are decoded, and the arrays rebuilt only if matching changed: a
+        # burst of first alerts marks thousands of cases spotted (still matching) one by one,
+        # each a change of this topic that the worker's event loop would otherwise pay for.
+        old = self._entries
+        self._entries = {
+            k: old[k] if k in old and old[k][0] == v else (v, decode_hotlist(v))
+            for k, v in rows.items()
+        }
+        live = [e for _, e in self._entries.values() if e is not None and e.matching]
+        matching = frozenset((e.case_id, e.tag_id, e.stolen_at_ms) for e in live)
+        if matching != self._matching:
+            self._matching = matching
+            self.hotlist = Hotlist(live)
         HOTLIST_SIZE.set(len(self.hotlist))

@@ -1,0 +1,108 @@
+"""Hotlist matching and the alert record: against plain per-row rules and json.dumps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.alert_records import Alert, HotlistEntry, alert_id, encode_hotlist, hotlist_key
+from stream.hotlist import Hotlist, HotlistFollower
+
+TAGS = [11, 12, 13, 14]
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> list[HotlistEntry]:
+    tags = draw(st.lists(st.sampled_from(TAGS), unique=True))
+    return [
+        HotlistEntry(
+            f"case-{t}",
+            t,
+            draw(st.integers(0, 100)),
+            draw(st.sampled_from(["open", "spotted", "recovered", "closed"])),
+        )
+        for t in tags
+    ]
+
+
+@st.composite
+def sighting_rows(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    n = draw(st.integers(0, 30))
+    ints = st.integers(0, 200)
+    return {
+        "tag_id": np.array(draw(st.lists(st.sampled_from([*TAGS, 99]), min_size=n, max_size=n)),
+                           np.uint64),
+        "reader_id": np.array(draw(st.lists(st.integers(1, 9), min_size=n, max_size=n)), np.uint32),
+        "first_ts": np.array(draw(st.lists(ints, min_size=n, max_size=n)), np.int64),
+        "last_ts": np.array(draw(st.lists(ints, min_size=n, max_size=n)), np.int64),
+        "lat": np.array(draw(st.lists(st.floats(-90, 90), min_size=n, max_size=n)), np.float64),
+        "lon": np.array(draw(st.lists(st.floats(-180, 180), min_size=n, max_size=n)), np.float64),
+        "h3_r9": np.array(draw(st.lists(st.integers(0, 2**63), min_size=n, max_size=n)), np.uint64),
+        "is_deleted": np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8),
+    }  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries(), sighting_rows())
+def test_match_equals_the_rule_row_by_row(cases: list[HotlistEntry], rows: dict) -> None:
+    got = Hotlist(cases).match(rows, published_ms=5)
+    by_tag = {e.tag_id: e for e in cases if e.matching}
+    want = []
+    for i in range(len(rows["tag_id"])):
+        e = by_tag.get(int(rows["tag_id"][i]))
+        if e is None or rows["is_deleted"][i] or rows["last_ts"][i] < e.stolen_at_ms:
+            continue
+        t, r, f = int(rows["tag_id"][i]), int(rows["reader_id"][i]), int(rows["first_ts"][i])
+        want.append(
+            Alert(alert_id(e.case_id, t, r, f), e.case_id, t, r, f, int(rows["last_ts"][i]),
+                  float(rows["lat"][i]), float(rows["lon"][i]), int(rows["h3_r9"][i]), 5)
+        )  # fmt: skip
+    assert got == want
+    # Python values, not numpy scalars: the record encodes them as JSON numbers.
+    assert all(type(a.tag_id) is int and type(a.lat) is float for a in got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(),
+    st.text(),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_alert_encode_is_json_dumps_of_its_fields(
+    aid: str, case: str, tag: int, reader: int, ts: int, lat: float, lon: float
+) -> None:
+    a = Alert(aid, case, tag, reader, ts, ts, lat, lon, tag, ts)
+    assert a.encode() == json.dumps({f: getattr(a, f) for f in Alert.__slots__}).encode()
+    back = Alert.decode(a.encode())
+    assert (back.case_id, back.tag_id, back.first_ts) == (case, tag, ts)
+
+
+def test_follower_rebuilds_only_when_matching_changes() -> None:
+    f = HotlistFollower("localhost:1", "hotlist")
+    rows = dict(
+        [encode_hotlist(HotlistEntry("a", 11, 10)), encode_hotlist(HotlistEntry("b", 12, 20))]
+    )
+    f._rebuild(rows)
+    first = f.hotlist
+    assert first.tags.tolist() == [11, 12] and first.case_ids == ["a", "b"]
+    # Marking a case spotted keeps it matching: same arrays, no rebuild.
+    rows.update([encode_hotlist(HotlistEntry("a", 11, 10, "spotted"))])
+    f._rebuild(rows)
+    assert f.hotlist is first
+    # Recovered, a tombstone, and a new case each change what matches.
+    rows.update([encode_hotlist(HotlistEntry("b", 12, 20, "recovered"))])
+    f._rebuild(rows)
+    assert f.hotlist.tags.tolist() == [11]
+    rows.update([encode_hotlist(HotlistEntry("c", 13, 30))])
+    f._rebuild(rows)
+    assert f.hotlist.case_ids == ["a", "c"]
+    del rows[hotlist_key(11)]
+    f._rebuild(rows)
+    assert f.hotlist.case_ids == ["c"] and f.hotlist.stolen_at.tolist() == [30]
