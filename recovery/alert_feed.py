@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import HTTPException
 from prometheus_client import Counter
 
 from recovery import casework
@@ -33,7 +34,7 @@ class AlertFeed:
         self.ctx = ctx
         self.stored_offset = -1  # highest offset in the store
         self.stored = asyncio.Condition()
-        self._spotted: set[str] = set()
+        self._settled: set[str] = set()  # cases whose alerts need no action (any more)
         self._consumer: AIOKafkaConsumer | None = None
         self._actions: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,11 +115,17 @@ class AlertFeed:
             for msgs in batches.values():
                 async with self.stored:  # act on stored alerts only: the case page shows them
                     await self.stored.wait_for(lambda m=msgs: self.stored_offset >= m[-1].offset)
+                # A case is acted on at its first alert; the rest of a burst (thousands of
+                # alerts of a few hundred cases) costs a set lookup each, not a store query.
+                firsts: dict[str, Alert] = {}
                 for m in msgs:
                     try:
                         a = Alert.decode(m.value)
                     except (ValueError, TypeError, KeyError):
                         continue  # logged by the storing loop, which sees every record too
+                    if a.case_id not in self._settled:
+                        firsts.setdefault(a.case_id, a)
+                for a in firsts.values():
                     await self._first_alert(a)
             if batches:
                 # A replica that dies before this commit leaves the batch to the next holder:
@@ -126,15 +133,19 @@ class AlertFeed:
                 await consumer.commit()
 
     async def _first_alert(self, a: Alert) -> None:
-        if a.case_id in self._spotted:
-            return
         try:
             case = await casework.change_status(
                 self.ctx, a.case_id, "spotted", actor="alerts", note=f"reader {a.reader_id}",
                 caller=None,
             )  # fmt: skip
-        except Exception as e:
+        except HTTPException as e:
+            # No such case here (a hotlist entry written by something else than this service):
+            # nothing to mark, now or at its next alert.
+            log.warning("case %s: not marked spotted: %s", a.case_id, e.detail)
+            self._settled.add(a.case_id)
+            return
+        except Exception as e:  # the store or broker: the case's next alert tries again
             log.warning("case %s: could not mark spotted: %s", a.case_id, e)
             return
         if case["status"] != "open":
-            self._spotted.add(a.case_id)
+            self._settled.add(a.case_id)

@@ -36,6 +36,23 @@ class Checkpoint:
     saved_ms: int = 0  # wall clock when saved (0: unknown, e.g. a checkpoint of the old format)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingCheckpoint:
+    """A written checkpoint not yet durable nor current."""
+
+    tmp: Path
+    path: Path
+
+    def commit(self) -> None:
+        """Flush the file to disk, then replace the partition's checkpoint with it."""
+        fd = os.open(self.tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a file's data, whichever descriptor asks
+        finally:
+            os.close(fd)
+        self.tmp.replace(self.path)
+
+
 class CheckpointStore:
     """One file per (topic, partition) under `folder`."""
 
@@ -47,6 +64,13 @@ class CheckpointStore:
 
     def save(self, topic: str, partition: int, ckpt: Checkpoint) -> None:
         """Write atomically; with snapshot_parts() the caller must hold the state still."""
+        self.write(topic, partition, ckpt).commit()
+
+    def write(self, topic: str, partition: int, ckpt: Checkpoint) -> PendingCheckpoint:
+        """Write the checkpoint's temp file; `commit()` on the result makes it durable and
+        current. Only the write reads the state: the caller may change it again meanwhile,
+        while the flush to disk (about as long as the write) runs elsewhere. One pending
+        checkpoint per partition at a time (they share the temp file)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         saved_ms = int(time.time() * 1000)
         meta = {"offset": ckpt.offset, "alerted": sorted(ckpt.alerted), "saved_ms": saved_ms}
@@ -60,9 +84,7 @@ class CheckpointStore:
         with open(tmp, "wb") as f:
             f.write(_MAGIC + _U64.pack(len(meta_bytes)) + meta_bytes + _U64.pack(n_state))
             f.writelines(parts)  # any buffer: written as its nbytes raw bytes
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        return PendingCheckpoint(tmp, path)
 
     def load(self, topic: str, partition: int) -> Checkpoint | None:
         path = self._path(topic, partition)

@@ -95,6 +95,9 @@ class Worker:
         self.processor = Processor(settings, registry, hotlist)
         self.checkpoints = CheckpointStore(settings.data_dir / "state" / settings.consumer_group)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernels")
+        # Checkpoint files are flushed to disk here, while the next steps run.
+        self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-sync")
+        self._syncing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()  # one step, rebalance or checkpoint at a time
         self._owned: set[int] = set()  # partitions whose state is adopted and current
         self._done: dict[int, int] = {}  # partition -> next offset to commit (outputs durable)
@@ -151,6 +154,7 @@ class Worker:
                 self._task.cancel()
         if self._consumer is not None:
             async with self._lock:
+                await self._synced()
                 await asyncio.get_running_loop().run_in_executor(
                     self._pool, self._save_checkpoints, sorted(self._owned)
                 )
@@ -160,6 +164,7 @@ class Worker:
         if self._producer is not None:
             await self._producer.stop()
         self._pool.shutdown(wait=True)
+        self._sync_pool.shutdown(wait=True)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -327,6 +332,8 @@ class Worker:
         """Checkpoint the next partition in turn. Called between steps, preferably when nothing
         is waiting: writing one partition took 0.1-0.2 s late in a day, which a step arriving
         meanwhile (and its alerts) would wait for."""
+        await self._synced()
+        loop = asyncio.get_running_loop()
         async with self._lock:
             dirty = sorted(self._dirty & self._owned)
             self._last_checkpoint = time.monotonic()
@@ -336,10 +343,17 @@ class Worker:
             self._last_saved = p
             self._dirty.discard(p)
             t0 = time.perf_counter()
-            await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._save_checkpoints, [p]
-            )
-            log.debug("checkpoint of partition %d: %.3f s", p, time.perf_counter() - t0)
+            ckpt = self.processor.checkpoint(p)
+            topic = self.settings.topic_reads
+            written = await loop.run_in_executor(self._pool, self.checkpoints.write, topic, p, ckpt)
+            log.debug("checkpoint of partition %d written: %.3f s", p, time.perf_counter() - t0)
+        self._syncing = loop.run_in_executor(self._sync_pool, written.commit)
+
+    async def _synced(self) -> None:
+        """Wait for the checkpoint being flushed to disk (its failure fails the caller)."""
+        if self._syncing is not None:
+            syncing, self._syncing = self._syncing, None
+            await syncing
 
     def _save_checkpoints(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -360,6 +374,8 @@ class Worker:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         gone = sorted(tp.partition for tp in revoked if tp.topic == self.settings.topic_reads)
         async with self._lock:
+            # A checkpoint still being flushed shares its temp file with the one saved now.
+            await self._synced()
             # The state stays in memory: a partition assigned back to this worker goes on from
             # it. Until then nothing of it is processed (`_owned`).
             await asyncio.get_running_loop().run_in_executor(

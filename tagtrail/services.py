@@ -22,6 +22,7 @@ from stream.gc_pause import freeze_long_lived
 from stream.topics import ensure_topics
 from tagtrail.config import Settings
 from tagtrail.local import bootstrap_for
+from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api, serve_metrics
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,7 @@ async def _api(settings: Settings) -> None:
 
 
 def _run(main: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     asyncio.run(main(settings))  # type: ignore[arg-type]
 
 

@@ -30,6 +30,7 @@ from stream.topics import ensure_topics
 from stream.worker import Worker
 from tagtrail.config import Settings
 from tagtrail.errors import ConfigError
+from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api
 from tagtrail.runtime import RunningPipeline, clear_running, write_running
 
@@ -202,9 +203,7 @@ async def _up(settings: Settings, console: Console, *, worker: bool = True) -> N
 
 
 def run_up(settings: Settings, *, worker: bool = True) -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     asyncio.run(_up(settings, Console(), worker=worker))
 
 

@@ -170,3 +170,22 @@ def test_stream_resumes_from_query_param_and_rejects_bad_ids(service: Service) -
         headers={**police, "Last-Event-ID": "abc"},
     )
     assert r.status_code == 422
+
+
+def test_alerts_of_a_case_unknown_here_are_stored_and_looked_up_once(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A hotlist entry this service did not write: its alerts are kept; the case is looked up at
+    # its first alert only, not at each of a burst.
+    case_id = "elsewhere-1"
+    burst = [make_alert(case_id, 80_777, 7, NOW + i * 1000) for i in range(40)]
+    with caplog.at_level("WARNING", logger="recovery.alert_feed"):
+        produce(service, burst)
+        wait_until(
+            lambda: (
+                len(service.call(service.ctx.runner.run(cases.list_alerts, case_id=case_id))) == 40
+            )
+        )
+        time.sleep(1.0)  # the acting loop runs after storing
+    notes = [r for r in caplog.records if case_id in r.getMessage()]
+    assert len(notes) == 1 and "not marked spotted" in notes[0].getMessage()

@@ -63,3 +63,25 @@ def test_truncated_file_is_an_error_not_a_smaller_state(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(StreamError, match="truncated"):
         store.load("reads", 0)
+
+
+def test_a_written_checkpoint_replaces_the_old_one_only_when_committed(tmp_path: Path) -> None:
+    s = _sessionizer()
+    store = CheckpointStore(tmp_path)
+    store.save("reads", 0, Checkpoint(7, s.snapshot(), frozenset()))
+    pending = store.write("reads", 0, Checkpoint(9, s.snapshot_parts(), frozenset({"x"})))
+    # The state may change once written: the file no longer reads it.
+    s.process(
+        Reads.from_columns(tag_id=[1], reader_id=[1], ts_ms=[1_700_000_900_000], rssi_dbm=[-40],
+                           flags=[0]),
+        version=2,
+    )  # fmt: skip
+    before = store.load("reads", 0)
+    assert before is not None and before.offset == 7
+    pending.commit()
+    after = store.load("reads", 0)
+    assert after is not None and after.offset == 9 and after.alerted == {"x"}
+    assert not pending.tmp.exists()
+    restored = Sessionizer(gap_ms=30_000, max_lateness_ms=3_600_000, registry=s.registry)
+    restored.restore(after.state)
+    assert restored.n_state_reads == s.n_state_reads - 1
