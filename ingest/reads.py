@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,8 @@ READ_DTYPES: dict[str, np.dtype] = {
     "lon": np.dtype(np.float64),
 }
 
+_DTYPE_ITEMS = tuple(READ_DTYPES.items())
+
 
 @dataclass(frozen=True, slots=True)
 class Reads:
@@ -36,13 +38,14 @@ class Reads:
     lon: np.ndarray
 
     def __post_init__(self) -> None:
+        # Built for every gateway message a worker decodes: no dataclasses.fields() call here.
         n = len(self.tag_id)
-        for f in fields(self):
-            a = getattr(self, f.name)
-            if a.dtype != READ_DTYPES[f.name]:
-                raise TypeError(f"Reads.{f.name}: dtype {a.dtype}, expected {READ_DTYPES[f.name]}")
+        for name, dt in _DTYPE_ITEMS:
+            a = getattr(self, name)
+            if a.dtype != dt:
+                raise TypeError(f"Reads.{name}: dtype {a.dtype}, expected {dt}")
             if len(a) != n:
-                raise ValueError(f"Reads.{f.name}: length {len(a)}, expected {n}")
+                raise ValueError(f"Reads.{name}: length {len(a)}, expected {n}")
 
     def __len__(self) -> int:
         return len(self.tag_id)

@@ -49,6 +49,13 @@ def _layout(has_positions: bool) -> tuple[tuple[str, str], ...]:
     return (*_COLS_8, *_COLS_POS, *_COLS_TAIL) if has_positions else (*_COLS_8, *_COLS_TAIL)
 
 
+# (name, dtype, item size) per layout, built once: decoding runs per gateway message.
+_DECODE_LAYOUT = {
+    has_pos: tuple((name, np.dtype(dt), np.dtype(dt).itemsize) for name, dt in _layout(has_pos))
+    for has_pos in (False, True)
+}
+
+
 def _crc(buf: memoryview) -> int:
     """CRC-32 (zlib, ISO-HDLC) over header bytes 0..27, then the body: all but the crc field."""
     return zlib.crc32(buf[HEADER_SIZE:], zlib.crc32(buf[:_CRC_OFFSET]))
@@ -95,7 +102,7 @@ def encode_batch(reads: Reads, gateway_id: int, batch_seq: int) -> bytes:
     return bytes(buf)
 
 
-def _column(data: object, dt: str, n: int, off: int) -> np.ndarray:
+def _column(data: object, dt: str | np.dtype, n: int, off: int) -> np.ndarray:
     a = np.frombuffer(data, dtype=dt, count=n, offset=off)  # type: ignore[call-overload]
     # On a big-endian host convert once; on little-endian (every target we know) this is a view.
     return a if _NATIVE_LE else a.astype(a.dtype.newbyteorder("="))
@@ -139,9 +146,9 @@ def decode_structure(data: bytes | bytearray | memoryview) -> Batch:
         raise WireError(ex.COUNT_MISMATCH, f"{n} reads need {expected} body bytes, got {body_len}")
     cols: dict[str, np.ndarray] = {}
     off = HEADER_SIZE
-    for name, dt in _layout(has_pos):
+    for name, dt, width in _DECODE_LAYOUT[has_pos]:
         cols[name] = _column(mv, dt, n, off)
-        off += n * np.dtype(dt).itemsize
+        off += n * width
     if not has_pos:
         cols["lat"] = cols["lon"] = np.full(n, np.nan)
     return Batch(gateway_id=gateway_id, batch_seq=batch_seq, reads=Reads(**cols))

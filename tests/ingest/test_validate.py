@@ -117,6 +117,22 @@ def test_unknown_reader_mask_matches_isin(known: list[int], ids: list[int]) -> N
     assert np.array_equal(unknown_reader_mask(ids_a, reader_set(known)), expected)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    registries=st.lists(st.lists(st.integers(0, 5000), max_size=30), min_size=1, max_size=4),
+    ids=st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 6000), max_size=50),
+)
+def test_unknown_reader_mask_by_table_matches_isin(
+    registries: list[list[int]], ids: list[int]
+) -> None:
+    # Small ids take the table path; registries alternate, as when the registry changes.
+    ids_a = np.array(ids, dtype=np.uint32)
+    sets = [reader_set(known) for known in registries]
+    for known in [*sets, *sets]:
+        expected = ~np.isin(ids_a, known)
+        assert np.array_equal(unknown_reader_mask(ids_a, known), expected)
+
+
 def test_reader_set_rejects_bad_ids() -> None:
     assert reader_set([5, 3, 5]).tolist() == [3, 5]
     for bad in ([-1], [2**32], [1.5]):
