@@ -125,12 +125,35 @@ class AlertFeed:
                         continue  # logged by the storing loop, which sees every record too
                     if a.case_id not in self._settled:
                         firsts.setdefault(a.case_id, a)
-                for a in firsts.values():
-                    await self._first_alert(a)
+                await self._first_alerts(firsts)
             if batches:
                 # A replica that dies before this commit leaves the batch to the next holder:
                 # marking spotted is idempotent (a spotted case is not marked again).
                 await consumer.commit()
+
+    async def _first_alerts(self, firsts: dict[str, Alert]) -> None:
+        """Act on the first alert of each case: one lookup for all, then each open case."""
+        if not firsts:
+            return
+        try:
+            found = await self.ctx.runner.run(cases.get_cases, list(firsts))
+        except Exception as e:  # the store: these cases' next alerts try again
+            log.warning("%d cases: could not look up: %s", len(firsts), e)
+            return
+        unknown = [c for c in firsts if c not in found]
+        if unknown:
+            # Hotlist entries written by something else than this service: nothing to mark,
+            # now or at their next alerts.
+            log.warning(
+                "%d alerted cases unknown here, not marked spotted (first: %s)",
+                len(unknown), unknown[0],
+            )  # fmt: skip
+            self._settled.update(unknown)
+        for case_id, case in found.items():
+            if case["status"] != "open":
+                self._settled.add(case_id)
+            else:
+                await self._first_alert(firsts[case_id])
 
     async def _first_alert(self, a: Alert) -> None:
         try:

@@ -7,6 +7,7 @@ deterministic alert_id, so storing a redelivered alert again replaces it instead
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,6 +146,16 @@ _CASE_SELECT = f"SELECT {', '.join(CASE_COLS)} FROM theft_cases FINAL "
 def get_case(store: Store, case_id: str) -> dict[str, Any] | None:
     rows = _rows(store, CASE_COLS, _CASE_SELECT + "WHERE case_id = {c:String}", {"c": case_id})
     return rows[0] if rows else None
+
+
+def get_cases(store: Store, case_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The cases among `case_ids` that exist, by id (one query for a burst of alerts)."""
+    if not case_ids:
+        return {}
+    # The ids as one JSON string: both transports bind a String the same way, any content.
+    sql = _CASE_SELECT + "WHERE case_id IN JSONExtract({c:String}, 'Array(String)')"
+    rows = _rows(store, CASE_COLS, sql, {"c": json.dumps(list(case_ids))})
+    return {r["case_id"]: r for r in rows}
 
 
 def active_case_for_tag(store: Store, tag_id: int) -> dict[str, Any] | None:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     gap_ms: int = Field(default=30_000, gt=0)
     max_lateness_ms: int = Field(default=48 * 3600 * 1000, gt=0)
     session_timeout_s: float = Field(default=10.0, ge=6, le=300)  # consumer group liveness
+    # Each partition's state is checkpointed this often when the worker has idle moments between
+    # steps, and at least every 3x this under constant load (stream.worker).
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
     sink_batch_max_rows: int = Field(default=200_000, gt=0)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
