@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from recovery import casework
 from store import cases
 from store.accounts import now_ms
-from stream.alert_records import Alert
+from stream.alert_records import Alert, decode_alerts
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -78,14 +78,11 @@ class AlertFeed:
             msgs = batches.get(tp, [])
             if not msgs:
                 continue
-            rows, alerts = [], []
-            for m in msgs:
-                try:
-                    a = Alert.decode(m.value)
-                except (ValueError, TypeError, KeyError) as e:
-                    log.error("alerts offset %d: undecodable record skipped: %s", m.offset, e)
+            rows = []
+            for m, a in zip(msgs, decode_alerts([m.value for m in msgs]), strict=True):
+                if a is None:
+                    log.error("alerts offset %d: undecodable record skipped", m.offset)
                     continue
-                alerts.append(a)
                 rows.append(
                     {"alert_id": a.alert_id, "case_id": a.case_id, "tag_id": a.tag_id,
                      "reader_id": a.reader_id, "first_ts": a.first_ts, "last_ts": a.last_ts,
@@ -118,12 +115,14 @@ class AlertFeed:
                 # A case is acted on at its first alert; the rest of a burst (thousands of
                 # alerts of a few hundred cases) costs a set lookup each, not a store query.
                 firsts: dict[str, Alert] = {}
-                for m in msgs:
-                    try:
-                        a = Alert.decode(m.value)
-                    except (ValueError, TypeError, KeyError):
-                        continue  # logged by the storing loop, which sees every record too
-                    if a.case_id not in self._settled:
+                # Workers key alerts by case id: settled cases' alerts need no decoding.
+                todo = [
+                    m.value for m in msgs
+                    if m.key is None or m.key.decode(errors="replace") not in self._settled
+                ]  # fmt: skip
+                for a in decode_alerts(todo):
+                    # (an undecodable record is logged by the storing loop, which sees them all)
+                    if a is not None and a.case_id not in self._settled:
                         firsts.setdefault(a.case_id, a)
                 await self._first_alerts(firsts)
             if batches:

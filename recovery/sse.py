@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from stream.alert_records import Alert
+from stream.alert_records import Alert, decode_alerts
 
 SSE_CLIENTS = Gauge("tagtrail_api_sse_clients", "Open alert streams")
 SSE_EVENTS = Counter("tagtrail_api_sse_events_total", "Alert events sent to stream clients")
@@ -79,10 +79,8 @@ class AlertStream:
                 continue
             idle_since = time.monotonic()
             out = []
-            for m in msgs:
-                try:
-                    a = Alert.decode(m.value)
-                except (ValueError, TypeError, KeyError):
+            for m, a in zip(msgs, decode_alerts([m.value for m in msgs]), strict=True):
+                if a is None:
                     # Still advance the client's position past it, so a reconnect does not loop.
                     out.append(f"id: {m.offset}\nevent: invalid\ndata: {{}}\n\n")
                     continue

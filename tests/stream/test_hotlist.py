@@ -8,7 +8,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.alert_records import Alert, HotlistEntry, alert_id, encode_hotlist, hotlist_key
+from stream.alert_records import (
+    Alert,
+    HotlistEntry,
+    alert_id,
+    decode_alerts,
+    encode_hotlist,
+    hotlist_key,
+)
 from stream.hotlist import Hotlist, HotlistFollower
 
 TAGS = [11, 12, 13, 14]
@@ -106,3 +113,29 @@ def test_follower_rebuilds_only_when_matching_changes() -> None:
     del rows[hotlist_key(11)]
     f._rebuild(rows)
     assert f.hotlist.case_ids == ["c"] and f.hotlist.stolen_at.tolist() == [30]
+
+
+def _one_by_one(value: bytes | None) -> Alert | None:
+    try:
+        return Alert.decode(value) if value else None
+    except (ValueError, TypeError):
+        return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(
+                lambda c, t, la: Alert(f"id{t}", c, t, 1, 2, 3, la, 1.0, 4, 5).encode(),
+                st.text(max_size=5), st.integers(0, 2**64 - 1), st.floats(-90, 90),
+            ),
+            st.sampled_from([None, b"", b"null", b"1,2", b"{}", b'{"alert_id": "x"}', b"[1]",
+                             b"{bad", b'"s"']),
+            st.binary(max_size=8),
+        ),
+        max_size=12,
+    )
+)  # fmt: skip
+def test_decode_alerts_equals_decoding_each(values: list[bytes | None]) -> None:
+    assert decode_alerts(values) == [_one_by_one(v) for v in values]
