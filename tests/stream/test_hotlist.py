@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from stream.alert_records import (
     Alert,
     HotlistEntry,
+    _scan,
     alert_id,
     decode_alerts,
     encode_hotlist,
@@ -139,3 +140,34 @@ def _one_by_one(value: bytes | None) -> Alert | None:
 )  # fmt: skip
 def test_decode_alerts_equals_decoding_each(values: list[bytes | None]) -> None:
     assert decode_alerts(values) == [_one_by_one(v) for v in values]
+
+
+def _loads(value: bytes) -> object:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return ValueError
+
+
+def _scanned(value: bytes) -> object:
+    try:
+        return _scan(value)
+    except ValueError:
+        return ValueError
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=12),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+            max_leaves=6,
+        ).map(lambda v: json.dumps(v).encode()),
+        st.sampled_from([b' {"a": 1}', b'{"a": 1} ', b"1 2", b"\xff", "[1]".encode("utf-16")]),
+    ).filter(bool)
+)
+def test_scan_is_json_loads(value: bytes) -> None:
+    got, want = _scanned(value), _loads(value)
+    assert got == want or (got != got and want != want) or json.dumps(got) == json.dumps(want)
