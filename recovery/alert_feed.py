@@ -29,6 +29,34 @@ RETRY_S = 1.0
 ALERTS_STORED = Counter("tagtrail_api_alerts_stored_total", "Alerts the API stored from the topic")
 
 
+def alert_rows(msgs: list[Any]) -> list[dict[str, Any]]:
+    """The alerts table's rows for fetched alert records (undecodable ones logged, skipped)."""
+    rows = []
+    for m, a in zip(msgs, decode_alerts([m.value for m in msgs]), strict=True):
+        if a is None:
+            log.error("alerts offset %d: undecodable record skipped", m.offset)
+            continue
+        rows.append(
+            {"alert_id": a.alert_id, "case_id": a.case_id, "tag_id": a.tag_id,
+             "reader_id": a.reader_id, "first_ts": a.first_ts, "last_ts": a.last_ts,
+             "lat": a.lat, "lon": a.lon, "h3_r9": a.h3_r9, "created_at": now_ms(),
+             "stream_offset": m.offset, "read_published_ms": a.read_published_ms}
+        )  # fmt: skip
+    return rows
+
+
+def first_alerts(msgs: list[Any], settled: frozenset[str]) -> dict[str, Alert]:
+    """The first alert of each case not `settled`, in fetch order."""
+    firsts: dict[str, Alert] = {}
+    # Workers key alerts by case id: settled cases' alerts need no decoding.
+    todo = [m.value for m in msgs if m.key is None or m.key.decode(errors="replace") not in settled]
+    for a in decode_alerts(todo):
+        # (an undecodable record is logged by the storing loop, which sees them all)
+        if a is not None and a.case_id not in settled:
+            firsts.setdefault(a.case_id, a)
+    return firsts
+
+
 class AlertFeed:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -78,17 +106,9 @@ class AlertFeed:
             msgs = batches.get(tp, [])
             if not msgs:
                 continue
-            rows = []
-            for m, a in zip(msgs, decode_alerts([m.value for m in msgs]), strict=True):
-                if a is None:
-                    log.error("alerts offset %d: undecodable record skipped", m.offset)
-                    continue
-                rows.append(
-                    {"alert_id": a.alert_id, "case_id": a.case_id, "tag_id": a.tag_id,
-                     "reader_id": a.reader_id, "first_ts": a.first_ts, "last_ts": a.last_ts,
-                     "lat": a.lat, "lon": a.lon, "h3_r9": a.h3_r9, "created_at": now_ms(),
-                     "stream_offset": m.offset, "read_published_ms": a.read_published_ms}
-                )  # fmt: skip
+            # Decoding a burst of thousands runs off the event loop, which the live alert
+            # streams (SSE) share: they go first.
+            rows = await asyncio.get_running_loop().run_in_executor(None, alert_rows, msgs)
             # Retry until stored: moving on would leave a hole in the alert history.
             while True:
                 try:
@@ -114,16 +134,10 @@ class AlertFeed:
                     await self.stored.wait_for(lambda m=msgs: self.stored_offset >= m[-1].offset)
                 # A case is acted on at its first alert; the rest of a burst (thousands of
                 # alerts of a few hundred cases) costs a set lookup each, not a store query.
-                firsts: dict[str, Alert] = {}
-                # Workers key alerts by case id: settled cases' alerts need no decoding.
-                todo = [
-                    m.value for m in msgs
-                    if m.key is None or m.key.decode(errors="replace") not in self._settled
-                ]  # fmt: skip
-                for a in decode_alerts(todo):
-                    # (an undecodable record is logged by the storing loop, which sees them all)
-                    if a is not None and a.case_id not in self._settled:
-                        firsts.setdefault(a.case_id, a)
+                # Off the event loop, as storing.
+                firsts = await asyncio.get_running_loop().run_in_executor(
+                    None, first_alerts, msgs, frozenset(self._settled)
+                )
                 await self._first_alerts(firsts)
             if batches:
                 # A replica that dies before this commit leaves the batch to the next holder:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from math import isfinite
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
@@ -36,6 +37,23 @@ def alert_json(a: Alert, offset: int) -> dict[str, object]:
         "lon": a.lon, "h3_r9": f"{a.h3_r9:x}", "created_at": a.read_published_ms,
         "event_id": offset,
     }  # fmt: skip
+
+
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def event_data(a: Alert, offset: int) -> str:
+    """`json.dumps(alert_json(a, offset))`, written directly at a third of its cost: a burst of
+    thousands of alerts is formatted on the API's event loop, ahead of the client's receipt."""
+    lat, lon = a.lat, a.lon
+    if type(lat) is not float or type(lon) is not float or not isfinite(lat + lon):
+        return json.dumps(alert_json(a, offset))  # NaN/inf are spelled differently from repr
+    return (
+        f'{{"alert_id": {_json_str(a.alert_id)}, "case_id": {_json_str(a.case_id)}, '
+        f'"tag_id": {a.tag_id:d}, "reader_id": {a.reader_id:d}, "first_ts": {a.first_ts:d}, '
+        f'"last_ts": {a.last_ts:d}, "lat": {lat!r}, "lon": {lon!r}, "h3_r9": "{a.h3_r9:x}", '
+        f'"created_at": {a.read_published_ms:d}, "event_id": {offset:d}}}'
+    )
 
 
 class AlertStream:
@@ -84,9 +102,7 @@ class AlertStream:
                     # Still advance the client's position past it, so a reconnect does not loop.
                     out.append(f"id: {m.offset}\nevent: invalid\ndata: {{}}\n\n")
                     continue
-                out.append(
-                    f"id: {m.offset}\nevent: alert\ndata: {json.dumps(alert_json(a, m.offset))}\n\n"
-                )
+                out.append(f"id: {m.offset}\nevent: alert\ndata: {event_data(a, m.offset)}\n\n")
             SSE_EVENTS.inc(len(out))
             yield "".join(out)
 

@@ -30,6 +30,7 @@ from ingest.reads import Reads
 from ingest.wire import decode_structure
 from store.runner import StoreRunner
 from stream.backfill import key_mask, merge, watermark_floors
+from stream.raw_sink import raw_group
 from stream.registry import RegistryFollower
 from stream.sink import sink_group
 from tagtrail.config import Settings
@@ -92,7 +93,8 @@ class _Pending:
 
 
 async def caught_up(settings: Settings, bootstrap: str, timeout_s: float) -> None:
-    """Wait until the worker and both sink agents have processed every read published so far.
+    """Wait until the worker and both sinks (raw reads, sightings) have processed every read
+    published so far.
 
     Reads first (the worker publishes its outputs before committing), then the sighting rows the
     worker had published by then. Raises NotCaughtUp after `timeout_s`.
@@ -104,7 +106,7 @@ async def caught_up(settings: Settings, bootstrap: str, timeout_s: float) -> Non
     await consumer.start()
     try:
         stages = (
-            ((settings.consumer_group, sink_group(settings)), settings.topic_reads),
+            ((settings.consumer_group, raw_group(settings)), settings.topic_reads),
             ((sink_group(settings),), settings.topic_sightings),
         )
         for groups, topic in stages:

@@ -35,17 +35,20 @@ async def lag(bootstrap: str, group: str, topics: list[str]) -> int:
 
 
 async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 600.0) -> None:
-    """Return once the worker and the sink have committed everything published so far.
+    """Return once the worker and the sinks have committed everything published so far.
 
-    The reads are drained first, then the sightings they produced (published before the reads'
-    offsets were committed), so two checks in this order are enough. A broker that is briefly
+    The reads are drained first (by the worker and the raw-read sink), then the sightings they
+    produced (published before the reads' offsets were committed), so checks in this order are
+    enough. A broker that is briefly
     unreachable (restarting) is waited for like any other lag, until the deadline.
     """
     deadline = time.monotonic() + timeout_s
+    from stream.raw_sink import raw_group
     from stream.sink import sink_group
 
     stages = (
         (settings.consumer_group, settings.topic_reads),
+        (raw_group(settings), settings.topic_reads),
         (sink_group(settings), settings.topic_sightings),
     )
     for group, topic in stages:

@@ -76,7 +76,7 @@ async def _demo(
                 if len(tags) == 0:
                     raise SystemExit(
                         f"demo failed: no sightings were stored (worker: "
-                        f"{pipeline.app.state}, sink: {pipeline.sink_app.tagtrail_sink})"
+                        f"{pipeline.app.state}, sink: {pipeline.sink.counters})"
                     )
                 # The most-seen bike makes the most telling sample.
                 uniq, counts = np.unique(tags, return_counts=True)

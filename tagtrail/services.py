@@ -100,11 +100,11 @@ async def _worker(settings: Settings) -> None:
 async def _sink(settings: Settings) -> None:
     from store.open import open_store
     from store.runner import StoreRunner
-    from stream.sink import build_sink_app
+    from stream.sink import build_sink
 
     bootstrap = await _broker(settings, "sink")
     runner = StoreRunner(await asyncio.to_thread(open_store, settings))
-    app = build_sink_app(settings, bootstrap, runner)
+    app = build_sink(settings, bootstrap, runner)
     await app.start()
     freeze_long_lived()
     try:

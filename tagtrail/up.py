@@ -25,7 +25,7 @@ from stream.faust_app import exit_now
 from stream.gc_pause import freeze_long_lived
 from stream.hotlist import HotlistFollower
 from stream.registry import RegistryFollower
-from stream.sink import build_sink_app
+from stream.sink import build_sink
 from stream.topics import ensure_topics
 from stream.worker import Worker
 from tagtrail.config import Settings
@@ -65,7 +65,7 @@ class Pipeline:
         self.registry: RegistryFollower | None = None
         self.hotlist: HotlistFollower | None = None
         self.app: Any = None
-        self.sink_app: Any = None
+        self.sink: Any = None
         self.ops: OpsPoller | None = None
         self.api: Any = None
         self.server: uvicorn.Server | None = None
@@ -107,10 +107,10 @@ class Pipeline:
             self.app = Worker(s, self.bootstrap, self.registry, self.hotlist, on_fatal=self._fatal)
             await self.app.start()
         # With the worker in this process, the raw-read agent validates against the same registry.
-        self.sink_app = build_sink_app(
+        self.sink = build_sink(
             s, self.bootstrap, self.runner, on_fatal=self._fatal, registry=self.registry
         )
-        await self.sink_app.start()
+        await self.sink.start()
         ctx = ServiceContext(
             settings=s,
             runner=self.runner,
@@ -157,8 +157,8 @@ class Pipeline:
             await self._ctx.stop()
         if self.app is not None:
             await self.app.stop()
-        if self.sink_app is not None:
-            await self.sink_app.stop()
+        if self.sink is not None:
+            await self.sink.stop()
         if self.registry is not None:
             await self.registry.stop()
         if self.hotlist is not None:

@@ -25,7 +25,7 @@ from stream.backfill_loop import Backfiller, backfill_group
 from stream.dedup import reference_sightings
 from stream.progress import wait_drained
 from stream.registry import RegistryFollower, registry_from_rows
-from stream.sink import build_sink_app
+from stream.sink import build_sink
 from stream.topics import ensure_topics
 from stream.worker import Worker
 from tagtrail.config import Settings
@@ -185,7 +185,7 @@ async def _standalone(settings: Settings) -> None:
     await registry.start()
     failures: list[BaseException] = []
     worker = Worker(settings, bootstrap, registry, on_fatal=failures.append)
-    sink = build_sink_app(settings, bootstrap, runner, on_fatal=failures.append, backfill=False)
+    sink = build_sink(settings, bootstrap, runner, on_fatal=failures.append, backfill=False)
     await worker.start()
     await sink.start()
     try:

@@ -27,7 +27,7 @@ from stream.alert_records import Alert, HotlistEntry, alert_id, encode_hotlist
 from stream.dedup import reference_sightings
 from stream.progress import lag, wait_drained
 from stream.registry import RegistryFollower, encode_reader, registry_from_rows
-from stream.sink import build_sink_app
+from stream.sink import build_sink
 from stream.topics import ensure_topics
 from tagtrail.config import Settings, load_settings
 from tagtrail.demo import yesterday_rush_hour_ms
@@ -251,7 +251,7 @@ async def scenario(
     await list_stolen(settings, bootstrap, cases)
     failures: list[BaseException] = []
     runner = StoreRunner(await asyncio.to_thread(open_store, settings))
-    sink = build_sink_app(settings, bootstrap, runner, on_fatal=failures.append)
+    sink = build_sink(settings, bootstrap, runner, on_fatal=failures.append)
     await sink.start()
     workers = Workers(settings)
     supervisor = asyncio.create_task(workers.supervise()) if supervised else None

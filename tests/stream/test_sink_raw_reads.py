@@ -10,8 +10,8 @@ from ingest.reads import Reads
 from ingest.wire import encode_batch
 from stream.dedup import ReaderRegistry
 from stream.processing import Processor
+from stream.raw_sink import valid_reads
 from stream.registry import RegistryFollower
-from stream.sink import valid_reads
 from tagtrail.config import Settings
 
 PUBLISHED_MS = 1_790_000_000_000.0  # long ago: the wall clock must not matter

@@ -1,0 +1,29 @@
+"""The SSE event payload is exactly `json.dumps` of the API's alert JSON (no services needed)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recovery.sse import alert_json, event_data
+from stream.alert_records import Alert
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(),
+    st.text(),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(0, 2**63 - 1),
+)
+def test_event_data_is_json_dumps_of_alert_json(
+    aid: str, case: str, tag: int, reader: int, ts: int, lat: float, lon: float, offset: int
+) -> None:
+    a = Alert(aid, case, tag, reader, ts, ts + 1, lat, lon, tag, ts)
+    assert event_data(a, offset) == json.dumps(alert_json(a, offset))
