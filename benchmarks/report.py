@@ -268,7 +268,8 @@ TERMS = [
     "",
     "- sustained reads/s: reads published / (first publish -> pipeline drained: worker and sink "
     "offsets committed, stream.progress.wait_drained). Generator, broker, pipeline, observer "
-    "share the 2 cores.",
+    "share the 2 cores; the generator (the city's gateways, elsewhere in reality) runs at nice "
+    "10 while it replays, and the store's merge threads run at nice 10 (store.embedded).",
     "- gateway flushes: every --flush-ms of wall time (default 1000 ms, a real uplink's batch "
     "interval) each gateway sends everything that reached it since its last flush, one Kafka "
     "message per (gateway, partition = reader_id mod P), batch_seq increasing per gateway "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from chdb import session as chdb_session
 
 from store.backend import Params
 from store.exceptions import StoreError, StoreLockedError, StoreQueryError
+from tagtrail.priority import renice_threads
 
 _CODE_RE = re.compile(r"Code: (\d+)")
 # Settings that make the blocks of an INSERT ... SELECT FROM Python(...) deterministic: one
@@ -29,6 +31,15 @@ _INSERT_SETTINGS = (
     "max_threads=1, max_insert_threads=1, max_block_size=1048576, "
     "min_insert_block_size_rows=1048576, min_insert_block_size_bytes=0"
 )
+
+# Merges are bulk work: at nice 10 they take the CPU that the stream and the API leave, and still
+# ~10% of a busy core (CFS weights), so parts keep merging. (py-spy/proc over a paced day: merge
+# threads were the API process's largest CPU user, 126 s, competing with alert bursts.) ClickHouse's
+# own os_threads_nice_value_merge_mutate needs CAP_SYS_NICE; raising one's own nice does not.
+MERGE_THREAD_NICE = 10
+MERGE_THREAD_NAMES = ("MergeMutate",)
+# The engine starts pool threads lazily: they are looked for again after inserts, this often.
+_RENICE_EVERY_S = 10.0
 
 _lock = threading.Lock()
 _engine: dict[str, Any] = {"path": None, "session": None, "refs": 0}
@@ -97,6 +108,7 @@ class EmbeddedBackend:
         self._closed = False
         # chdb's session is not safe for concurrent queries from several threads.
         self._qlock = threading.Lock()
+        self._reniced_at = 0.0
 
     def _query(self, sql: str, fmt: str, params: Params) -> Any:
         if self._closed:
@@ -150,6 +162,9 @@ class EmbeddedBackend:
             "CSV",
             None,
         )
+        if time.monotonic() - self._reniced_at >= _RENICE_EVERY_S:
+            self._reniced_at = time.monotonic()
+            renice_threads(MERGE_THREAD_NICE, MERGE_THREAD_NAMES)
 
     def server_version(self) -> tuple[int, int]:
         v = str(self.execute("SELECT version()")[0][0]).split(".")

@@ -3,8 +3,9 @@
 Its own consumer group (`<group>-raw`), read with aiokafka in whole fetches, like the worker: the
 reads topic carries every gateway message (1,500/s at 200 k reads/s), and Faust's per-message
 hand-over cost most of the API process's event loop at that rate (py-spy during a day's replay:
-~30% of the main thread, next to the live alert stream). Here a fetch is one call, the
-validation and decoding run on a thread, the insert on the store's thread.
+~30% of the main thread, next to the live alert stream). It runs on a thread with an event loop
+of its own: even in whole fetches, decompressing and parsing every gateway message takes tens of
+ms at a time (py-spy: 15% of the API's loop), which the live alert stream would wait behind.
 
 Offsets are committed only after the store has the rows; the dedup token names the batch's
 offset ranges, so a retried insert is stored once. A rebalance writes and commits what was
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -104,39 +107,67 @@ class RawReadSink:
         self._buffered = 0
         self._lock = asyncio.Lock()  # one write (or rebalance flush) at a time
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        s = self.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=raw_group(s),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        """Start the sink's thread; returns once its consumer has started (or raises why not)."""
+        started: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main(started)), name="raw-sink", daemon=True
         )
-        consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
-        await consumer.start()
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._run(), name="tagtrail-raw-sink")
+        self._thread.start()
+        await asyncio.wrap_future(started)
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            await asyncio.wait([self._task], timeout=60)
-            if not self._task.done():
-                self._task.cancel()
-        if self._consumer is not None:
-            if self._task is None or not self._task.cancelled():
+        """Store and commit what was fetched, leave the group, end the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(self._request_stop)
+            await asyncio.to_thread(thread.join, 90)
+
+    def _request_stop(self) -> None:
+        self._stopping = True  # seen within one fetch timeout; a write in progress completes
+
+    async def _main(self, started: Future[None]) -> None:
+        """The thread's event loop: consume until stopped, then flush and leave the group."""
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        try:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=raw_group(s),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                session_timeout_ms=int(s.session_timeout_s * 1000),
+                heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            )
+            consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
+            await consumer.start()
+        except BaseException as e:
+            started.set_exception(e)
+            return
+        self._consumer = consumer
+        started.set_result(None)
+        try:
+            try:
+                await self._run()
+            except Exception:
+                return  # on_fatal was told; nothing fetched is committed
+            try:
                 await self._flush()
-            await self._consumer.stop()
+            except Exception as e:
+                self.on_fatal(e)
+        finally:
+            await consumer.stop()
 
     async def _run(self) -> None:
-        await self.registry.caught_up.wait()
+        # (The follower's event belongs to the main loop: polled, not awaited, from here.)
+        while not self.registry.caught_up.is_set():
+            await asyncio.sleep(0.05)
         consumer = self._consumer
         assert consumer is not None
         # Messages per insert: sink_batch_max_rows at ~100 reads per gateway message.
@@ -160,8 +191,6 @@ class RawReadSink:
                 due = time.monotonic() - first_at >= self.settings.sink_flush_interval_s
                 if self._buffered and (self._buffered >= max_messages or due):
                     await self._flush()
-        except asyncio.CancelledError:
-            raise
         except Exception as e:  # the store gave up, or a bug: never commit what failed
             self.on_fatal(e)
             raise
@@ -173,12 +202,9 @@ class RawReadSink:
             if not buffer:
                 return
             msgs = [(m.value, float(m.timestamp)) for records in buffer.values() for m in records]
-            reads = await asyncio.get_running_loop().run_in_executor(
-                None,
-                valid_reads,
-                msgs,
-                self.registry.registry.reader_id,
-                self.settings.max_clock_skew_ms,
+            # On this thread's loop: the sink's own heartbeats are all that waits meanwhile.
+            reads = valid_reads(
+                msgs, self.registry.registry.reader_id, self.settings.max_clock_skew_ms
             )
             ranges = {tp.partition: (r[0].offset, r[-1].offset) for tp, r in buffer.items()}
             if len(reads):
