@@ -180,20 +180,21 @@ def split_invalid_many(
     known_readers: np.ndarray | None,
     now_ms: Sequence[int],
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
-) -> tuple[Reads, list[list[tuple[str, Reads]]]]:
+) -> tuple[Reads, list[list[tuple[str, Reads]]], np.ndarray]:
     """split_invalid of each batch (judged at its own now_ms), checked in one vectorised pass.
 
-    Returns the valid reads of all batches concatenated in batch order, and per batch its rejected
-    groups exactly as split_invalid gives them. One pass over many small gateway messages costs
-    a fraction of one call per message.
+    Returns the valid reads of all batches concatenated in batch order, per batch its rejected
+    groups exactly as split_invalid gives them, and the batch index of each valid read. One pass
+    over many small gateway messages costs a fraction of one call per message.
     """
     reads = Reads.concat([b.reads for b in batches])
     counts = np.fromiter((len(b.reads) for b in batches), dtype=np.int64, count=len(batches))
     now = np.repeat(np.asarray(now_ms, dtype=np.int64), counts)
     masks = reason_masks(reads, known_readers, now, max_future_ms)
     rejected: list[list[tuple[str, Reads]]] = [[] for _ in batches]
+    source = np.repeat(np.arange(len(batches), dtype=np.int32), counts)
     if not masks:
-        return reads, rejected
+        return reads, rejected, source
     bad = masks[0][1].copy()
     for _, m in masks[1:]:
         bad |= m
@@ -205,4 +206,5 @@ def split_invalid_many(
             for reason, m in masks
             if m[lo:hi].any()
         ]
-    return reads.take(np.flatnonzero(~bad)), rejected
+    keep = np.flatnonzero(~bad)
+    return reads.take(keep), rejected, source[keep]

@@ -28,8 +28,10 @@ class Hotlist:
     def __len__(self) -> int:
         return len(self.tags)
 
-    def match(self, rows: dict[str, np.ndarray], published_ms: int) -> list[Alert]:
-        """Alerts for live sighting rows of listed tags with last_ts at or after the theft."""
+    def match(self, rows: dict[str, np.ndarray], published_ms: int | np.ndarray) -> list[Alert]:
+        """Alerts for live sighting rows of listed tags with last_ts at or after the theft.
+
+        `published_ms`: the alerts' read_published_ms, one for all or one per row."""
         if not len(self.tags) or not len(rows["tag_id"]):
             return []
         tag = rows["tag_id"]
@@ -40,9 +42,13 @@ class Hotlist:
         # Columns to Python values in bulk: a burst of thousands of alerts is built here.
         cases = [self.case_ids[i] for i in idx[sel].tolist()]
         cols = [rows[k][sel].tolist() for k in MATCH_COLUMNS]
+        if isinstance(published_ms, np.ndarray):
+            pubs = published_ms[sel].astype(np.int64).tolist()
+        else:
+            pubs = [int(published_ms)] * len(sel)
         return [
-            Alert(alert_id(case, t, r, f), case, t, r, f, last, lat, lon, h3, published_ms)
-            for case, t, r, f, last, lat, lon, h3 in zip(cases, *cols, strict=True)
+            Alert(alert_id(case, t, r, f), case, t, r, f, last, lat, lon, h3, pub)
+            for case, t, r, f, last, lat, lon, h3, pub in zip(cases, *cols, pubs, strict=True)
         ]
 
 

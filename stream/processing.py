@@ -34,8 +34,9 @@ def accepted_reads(
     known_readers: np.ndarray,
     published_ms: list[float],
     max_clock_skew_ms: int,
-) -> tuple[Reads, list[list[tuple[str, Reads]]]]:
-    """(valid reads of all messages, rejected groups per message): the one rule of worker and sink.
+) -> tuple[Reads, list[list[tuple[str, Reads]]], np.ndarray]:
+    """(valid reads of all messages, rejected groups per message, message index of each valid
+    read): the one rule of worker and sink.
 
     "Now" for the future-timestamp check is each message's Kafka timestamp, not the wall clock:
     a redelivered message, or the raw-read sink reading it at another time, is judged the same,
@@ -62,12 +63,42 @@ def warm_up() -> None:
         lon=[np.nan, np.nan, 102.9],
     )
     batch = decode_structure(encode_batch(reads, 1, 1))
-    valid, _ = split_invalid_many([batch], reader_set([1, 2]), [ts])
+    valid, _, _ = split_invalid_many([batch], reader_set([1, 2]), [ts])
     registry = ReaderRegistry.from_columns([1, 2], [25.0, 25.1], [102.7, 102.8])
     hotlist = Hotlist([HotlistEntry("warm-up", 7, 0)])
     for changes in Sessionizer(registry=registry).process_parts(valid, 1, hotlist.tags):
         encode_upserts(changes.rows)
         hotlist.match(changes.rows, ts)
+
+
+def earliest_published(
+    rows: dict[str, np.ndarray], reads: Reads, read_published: np.ndarray, default: int
+) -> np.ndarray:
+    """Per sighting row: the earliest publish time (ms) among `reads` of its tag at its reader.
+
+    An alert carries this as read_published_ms: the gateway publish of the first message that
+    could raise it. (Reads of an earlier sighting of the same pair in the same step count too:
+    that only makes the latency measured longer.) `default` where no read matches.
+    """
+    out = np.full(len(rows["tag_id"]), default, dtype=np.int64)
+    if not len(out) or not len(reads):
+        return out
+    # (tag, reader) as one int64: the tag's rank among the rows' tags, then the reader.
+    tags = np.unique(rows["tag_id"])
+    at = np.minimum(np.searchsorted(tags, reads.tag_id), len(tags) - 1)
+    m = tags[at] == reads.tag_id
+    if not m.any():
+        return out
+    key = (at[m].astype(np.int64) << 32) | reads.reader_id[m].astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    key, pub = key[order], read_published[m][order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    keys, first = key[starts], np.minimum.reduceat(pub, starts)
+    row_key = (np.searchsorted(tags, rows["tag_id"]).astype(np.int64) << 32) | rows[
+        "reader_id"
+    ].astype(np.int64)
+    i = np.minimum(np.searchsorted(keys, row_key), len(keys) - 1)
+    return np.where(keys[i] == row_key, first[i], out)
 
 
 @dataclass
@@ -178,8 +209,9 @@ class Processor:
         pending = Pending(out, hotlist)
         for partition, items in decoded.items():
             batches = [b for b, _, _ in items]
-            valid, rejected = accepted_reads(
-                batches, reg.reader_id, [ms for _, ms, _ in items], self.settings.max_clock_skew_ms
+            published = [ms for _, ms, _ in items]
+            valid, rejected, source = accepted_reads(
+                batches, reg.reader_id, published, self.settings.max_clock_skew_ms
             )
             for (batch, _, offset), groups in zip(items, rejected, strict=True):
                 if groups:
@@ -194,11 +226,20 @@ class Processor:
                 offset,
                 batch.gateway_id,
                 batch.batch_seq,
-                int(max(ms for _, ms, _ in items)),
+                int(max(published)),
                 st.sessionizer.process_parts(valid, offset + 1, first_tags),
             )
             pending.steps.append(part)
-            self._emit(part, next(part.changes), out, hotlist)
+            first = next(part.changes)
+            row_published: int | np.ndarray = part.published_ms
+            if hotlist is not None and len(hotlist) and len(first.rows["tag_id"]):
+                # Only the reads the first part applied: a few thousand of a step's 200 k.
+                at = first.applied if first.applied is not None else np.arange(len(valid))
+                per_message = np.asarray(published, dtype=np.float64).round().astype(np.int64)
+                row_published = earliest_published(
+                    first.rows, valid.take(at), per_message[source[at]], part.published_ms
+                )
+            self._emit(part, first, out, hotlist, row_published)
         return pending
 
     def finish(self, pending: Pending) -> Outcome:
@@ -212,7 +253,12 @@ class Processor:
         return out
 
     def _emit(
-        self, part: _PartitionStep, changes: SightingChanges, out: Outcome, hotlist: Hotlist | None
+        self,
+        part: _PartitionStep,
+        changes: SightingChanges,
+        out: Outcome,
+        hotlist: Hotlist | None,
+        published_ms: int | np.ndarray | None = None,
     ) -> None:
         st = self.partitions[part.partition]
         if len(changes.late):
@@ -226,7 +272,8 @@ class Processor:
         out.upserts.append(encode_upserts(changes.rows))
         out.n_upserts += n
         if hotlist is not None:
-            for alert in hotlist.match(changes.rows, part.published_ms):
+            pub = part.published_ms if published_ms is None else published_ms
+            for alert in hotlist.match(changes.rows, pub):
                 if alert.alert_id not in st.alerted:
                     st.alerted.add(alert.alert_id)
                     out.alerts.append(alert)

@@ -57,6 +57,9 @@ class SightingChanges:
     rows: dict[str, np.ndarray]  # columns of CHANGE_DTYPES
     late: Reads
     n_duplicates: int = 0  # reads of the batch whose identity the state already held
+    # Positions (in the reads given to process_parts) of the reads this part applied, when it
+    # applied a subset: what the first part's alerts were raised by.
+    applied: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows["tag_id"])
@@ -134,21 +137,23 @@ class Sessionizer:
         horizon = self.watermark - self.max_lateness_ms
         late_mask = reads.ts_ms < horizon
         late = Reads.empty()
+        kept: np.ndarray | None = None  # positions of `reads` after the late ones left
         if late_mask.any():
-            late, reads = (
-                reads.take(np.flatnonzero(late_mask)),
-                reads.take(np.flatnonzero(~late_mask)),
-            )
+            kept = np.flatnonzero(~late_mask)
+            late, reads = reads.take(np.flatnonzero(late_mask)), reads.take(kept)
+        applied: np.ndarray | None = None
         if first_tags is None:
             parts = [reads]
         else:
             first = np.isin(reads.tag_id, first_tags)
             # Most batches hold no listed tag: then the rest is the batch itself, not a copy.
-            parts = (
-                [reads.take(np.flatnonzero(first)), reads.take(np.flatnonzero(~first))]
-                if first.any()
-                else [Reads.empty(), reads]
-            )
+            if first.any():
+                at = np.flatnonzero(first)
+                parts = [reads.take(at), reads.take(np.flatnonzero(~first))]
+                applied = at if kept is None else kept[at]
+            else:
+                parts = [Reads.empty(), reads]
+                applied = np.empty(0, np.int64)
         v = max(int(version), self.last_version + 1)
         for i, part in enumerate(parts):
             before = self._duplicates
@@ -159,7 +164,10 @@ class Sessionizer:
             ):
                 self.evict()
             yield SightingChanges(
-                rows, late if i == 0 else Reads.empty(), self._duplicates - before
+                rows,
+                late if i == 0 else Reads.empty(),
+                self._duplicates - before,
+                applied if i == 0 and len(parts) == 2 else None,
             )
 
     def backfill(

@@ -189,9 +189,12 @@ def test_split_invalid_many_equals_split_invalid_per_batch(
         for i, (rows, _) in enumerate(specs)
     ]
     nows = [NOW + shift for _, shift in specs]
-    valid, rejected = split_invalid_many(batches, KNOWN, nows)
+    valid, rejected, source = split_invalid_many(batches, KNOWN, nows)
     one_by_one = [split_invalid(b, KNOWN, now) for b, now in zip(batches, nows, strict=True)]
     want = Reads.concat([v for v, _ in one_by_one])
+    # Each valid read's batch index: where it came from.
+    want_source = np.repeat(np.arange(len(batches)), [len(v) for v, _ in one_by_one])
+    np.testing.assert_array_equal(source, want_source)
     for k, col in valid.columns().items():
         np.testing.assert_array_equal(col, getattr(want, k))
     assert len(rejected) == len(batches)
