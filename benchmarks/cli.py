@@ -65,10 +65,6 @@ def e2e(
         ),
     ] = 1,
     peer: Annotated[bool, typer.Option(help="also run the ClickHouse Kafka-engine peer")] = True,
-    broker_warmup_s: Annotated[
-        float,
-        typer.Option(min=0, help="scratch-topic load on the fresh broker before the replay"),
-    ] = 15.0,
     profile: Annotated[
         bool, typer.Option(help="cProfile the pipeline processes (raw/up.prof, raw/worker-N.prof)")
     ] = False,
@@ -101,7 +97,6 @@ def e2e(
             workers=workers,
             profile=profile,
             peer=peer,
-            broker_warmup_s=broker_warmup_s,
         )
         res = asyncio.run(run_e2e(opts, out / "raw"))
     finally:

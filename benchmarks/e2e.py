@@ -35,7 +35,6 @@ from benchmarks import e2e_procs as ep
 from benchmarks.e2e_feed import FeedResult, feed
 from benchmarks.e2e_scale import Scale
 from benchmarks.e2e_spool import ReadSpool
-from benchmarks.e2e_warmup import warm_broker
 from deploy.kafka.broker import LocalKafka
 from ingest.publisher import GatewayPublisher
 from ingest.simulator import Simulation
@@ -72,7 +71,6 @@ class E2EOptions:
     alert_settle_s: float = 3.0
     peer: bool = True
     peer_max_reads: int = 2_000_000
-    broker_warmup_s: float = 15.0  # scratch-topic load before the replay (e2e_warmup)
 
 
 def _du(path: Path) -> int:
@@ -219,15 +217,9 @@ async def _measure(
             if obs.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"observer failed: {(out / 'observer.log').read_text()[-2000:]}")
             await asyncio.sleep(0.1)
-        # A long-running broker's start (e2e_warmup); meanwhile the worker reads the imported
-        # readers, which it validates reader ids against (else: unknown-reader DLQ).
-        t_warm = time.monotonic()
-        warm = (
-            await warm_broker(broker.bootstrap, seconds=opts.broker_warmup_s)
-            if opts.broker_warmup_s > 0
-            else {}
-        )
-        await asyncio.sleep(max(3.0 - (time.monotonic() - t_warm), 0.0))
+        # The worker validates reader ids against the registry it follows: give it time to
+        # read the imported readers before the first read arrives (else: unknown-reader DLQ).
+        await asyncio.sleep(3.0)
         # The generator stands in for the city's gateways, which do not share the pipeline's
         # cores: from here on it gives way to the processes measured (it cannot delay a
         # publish timestamp, only the send after it, which only adds to the latency measured).
@@ -271,7 +263,6 @@ async def _measure(
         opts, sim, settings, fr, spool, stored, last_seen, drained_ms, out, sse_path
     )
     result["stages"] = stage
-    result["scale"]["broker_warmup"] = warm
     return result
 
 

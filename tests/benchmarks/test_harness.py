@@ -34,12 +34,7 @@ def test_parse_scale() -> None:
 @pytest.mark.kafka
 def test_e2e_tiny(tmp_path: Path) -> None:
     run_id, out = new_run_dir("e2e", "0.002", tmp_path / "results")
-    opts = E2EOptions(
-        scale=parse_scale("0.002"),
-        work_dir=tmp_path / "work",
-        peer_max_reads=5_000,
-        broker_warmup_s=2.0,  # exercised, briefly
-    )
+    opts = E2EOptions(scale=parse_scale("0.002"), work_dir=tmp_path / "work", peer_max_reads=5_000)
     res = asyncio.run(run_e2e(opts, out / "raw"))
     result = {"run_id": run_id, "kind": "e2e", "command": "test", "machine": _machine()} | res
     report = write_report(result, out)
