@@ -35,10 +35,13 @@ from stream.processing import accepted_reads
 from stream.registry import RegistryFollower
 from stream.store_retry import with_retries
 from tagtrail.config import Settings
+from tagtrail.priority import renice_this_thread
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
+# Bulk work: the thread gives way to the event loop's alert streams and to the worker.
+THREAD_NICE = 10
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -134,6 +137,7 @@ class RawReadSink:
         """The thread's event loop: consume until stopped, then flush and leave the group."""
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        renice_this_thread(THREAD_NICE)
         try:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,

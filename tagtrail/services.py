@@ -24,6 +24,7 @@ from tagtrail.config import Settings
 from tagtrail.local import bootstrap_for
 from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api, serve_metrics
+from tagtrail.priority import favour_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ async def _api(settings: Settings) -> None:
 
 def _run(main: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:
     configure_logging(settings)
+    favour_event_loop()
     asyncio.run(main(settings))  # type: ignore[arg-type]
 
 

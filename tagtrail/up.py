@@ -32,6 +32,7 @@ from tagtrail.config import Settings
 from tagtrail.errors import ConfigError
 from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api
+from tagtrail.priority import favour_event_loop
 from tagtrail.runtime import RunningPipeline, clear_running, write_running
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ async def _up(settings: Settings, console: Console, *, worker: bool = True) -> N
 
 def run_up(settings: Settings, *, worker: bool = True) -> None:
     configure_logging(settings)
+    favour_event_loop()
     asyncio.run(_up(settings, Console(), worker=worker))
 
 
