@@ -7,12 +7,18 @@ The first alert of an open case marks it spotted (hotlist and owner webhook foll
 replica stores alerts (idempotently, for its SSE clients), but only one acts on them: the member
 of the consumer group `<group>-alert-actions` that holds the topic's one partition, so several
 replicas never mark a case twice or call the owner's webhook twice.
+
+Both consumers run on a thread with an event loop of its own: a burst of thousands of alerts is
+parsed, decoded and stored there, not on the API's loop, where the live streams (SSE) deliver
+the same alerts. Acting on a first alert (a few per burst) runs on the API's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,38 +67,70 @@ class AlertFeed:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
         self.stored_offset = -1  # highest offset in the store
-        self.stored = asyncio.Condition()
+        self.stored: asyncio.Condition | None = None  # on the feed's loop
         self._settled: set[str] = set()  # cases whose alerts need no action (any more)
         self._consumer: AIOKafkaConsumer | None = None
         self._actions: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._api_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the feed thread's
+        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
         self.stored_offset = await self.ctx.runner.run(cases.last_alert_offset)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.ctx.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self._api_loop = asyncio.get_running_loop()
+        started: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main(started)), name="alert-feed", daemon=True
         )
-        await self._consumer.start()
-        tp = TopicPartition(self.ctx.settings.topic_alerts, 0)
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, self.stored_offset + 1)
-        self._actions = AIOKafkaConsumer(
-            self.ctx.settings.topic_alerts,
-            bootstrap_servers=self.ctx.bootstrap,
-            group_id=f"{self.ctx.settings.consumer_group}-alert-actions",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await self._actions.start()
-        self._tasks = [asyncio.create_task(self._run(tp)), asyncio.create_task(self._act())]
+        self._thread.start()
+        await asyncio.wrap_future(started)
 
     async def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(self._cancel)
+            await asyncio.to_thread(thread.join, 30)
+
+    def _cancel(self) -> None:
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _main(self, started: Future[None]) -> None:
+        """The feed thread: both consumers, until `stop`."""
+        self._loop = asyncio.get_running_loop()
+        self.stored = asyncio.Condition()
+        try:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.ctx.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await self._consumer.start()
+            tp = TopicPartition(self.ctx.settings.topic_alerts, 0)
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, self.stored_offset + 1)
+            self._actions = AIOKafkaConsumer(
+                self.ctx.settings.topic_alerts,
+                bootstrap_servers=self.ctx.bootstrap,
+                group_id=f"{self.ctx.settings.consumer_group}-alert-actions",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await self._actions.start()
+        except BaseException as e:
+            await self._stop_consumers()
+            started.set_exception(e)
+            return
+        started.set_result(None)
+        self._tasks = [asyncio.create_task(self._run(tp)), asyncio.create_task(self._act())]
+        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("alert feed stopped: %r", result, exc_info=result)
+        await self._stop_consumers()
+
+    async def _stop_consumers(self) -> None:
         for c in (self._consumer, self._actions):
             if c is not None:
                 await c.stop()
@@ -106,9 +144,7 @@ class AlertFeed:
             msgs = batches.get(tp, [])
             if not msgs:
                 continue
-            # Decoding a burst of thousands runs off the event loop, which the live alert
-            # streams (SSE) share: they go first.
-            rows = await asyncio.get_running_loop().run_in_executor(None, alert_rows, msgs)
+            rows = alert_rows(msgs)  # on the feed's thread: the API's loop is not held up
             # Retry until stored: moving on would leave a hole in the alert history.
             while True:
                 try:
@@ -118,27 +154,29 @@ class AlertFeed:
                     log.warning("storing %d alerts failed (%s); retrying", len(rows), e)
                     await asyncio.sleep(RETRY_S)
             ALERTS_STORED.inc(len(rows))
+            assert self.stored is not None
             async with self.stored:
                 self.stored_offset = msgs[-1].offset
                 self.stored.notify_all()
 
     async def _act(self) -> None:
         """The group member holding the partition acts on each alert once it is stored here."""
-        consumer = self._actions
-        if consumer is None:
+        consumer, stored = self._actions, self.stored
+        if consumer is None or stored is None:
             return
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for msgs in batches.values():
-                async with self.stored:  # act on stored alerts only: the case page shows them
-                    await self.stored.wait_for(lambda m=msgs: self.stored_offset >= m[-1].offset)
+                async with stored:  # act on stored alerts only: the case page shows them
+                    await stored.wait_for(lambda m=msgs: self.stored_offset >= m[-1].offset)
                 # A case is acted on at its first alert; the rest of a burst (thousands of
                 # alerts of a few hundred cases) costs a set lookup each, not a store query.
-                # Off the event loop, as storing.
-                firsts = await asyncio.get_running_loop().run_in_executor(
-                    None, first_alerts, msgs, frozenset(self._settled)
-                )
-                await self._first_alerts(firsts)
+                firsts = first_alerts(msgs, frozenset(self._settled))
+                if firsts:  # casework belongs to the API's loop (its producer, its locks)
+                    assert self._api_loop is not None
+                    await asyncio.wrap_future(
+                        asyncio.run_coroutine_threadsafe(self._first_alerts(firsts), self._api_loop)
+                    )
             if batches:
                 # A replica that dies before this commit leaves the batch to the next holder:
                 # marking spotted is idempotent (a spotted case is not marked again).
