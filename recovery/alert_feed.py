@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -29,6 +28,7 @@ from recovery import casework
 from store import cases
 from store.accounts import now_ms
 from stream.alert_records import Alert, decode_alerts
+from stream.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -73,24 +73,15 @@ class AlertFeed:
         self._actions: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._api_loop: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the feed thread's
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("alert-feed")
 
     async def start(self) -> None:
         self.stored_offset = await self.ctx.runner.run(cases.last_alert_offset)
         self._api_loop = asyncio.get_running_loop()
-        started: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main(started)), name="alert-feed", daemon=True
-        )
-        self._thread.start()
-        await asyncio.wrap_future(started)
+        await self._thread.start(self._main)
 
     async def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(self._cancel)
-            await asyncio.to_thread(thread.join, 30)
+        await self._thread.stop(self._cancel, timeout_s=30)
 
     def _cancel(self) -> None:
         for t in self._tasks:
@@ -98,7 +89,6 @@ class AlertFeed:
 
     async def _main(self, started: Future[None]) -> None:
         """The feed thread: both consumers, until `stop`."""
-        self._loop = asyncio.get_running_loop()
         self.stored = asyncio.Condition()
         try:
             self._consumer = AIOKafkaConsumer(

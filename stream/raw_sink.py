@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,7 +29,9 @@ from ingest.exceptions import WireError
 from ingest.reads import Reads
 from ingest.wire import decode_structure
 from store.runner import StoreRunner
-from stream.faust_app import METADATA_MAX_AGE_MS, exit_now
+from stream.faust_app import exit_now
+from stream.group_member import group_consumer
+from stream.loop_thread import LoopThread
 from stream.processing import accepted_reads
 from stream.registry import RegistryFollower
 from stream.store_retry import with_retries
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 IDLE_POLL_MS = 500
 # Bulk work: the thread gives way to the event loop's alert streams and to the worker.
 THREAD_NICE = 10
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def raw_group(settings: Settings) -> str:
@@ -110,25 +110,16 @@ class RawReadSink:
         self._buffered = 0
         self._lock = asyncio.Lock()  # one write (or rebalance flush) at a time
         self._consumer: AIOKafkaConsumer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("raw-sink")
         self._stopping = False
 
     async def start(self) -> None:
         """Start the sink's thread; returns once its consumer has started (or raises why not)."""
-        started: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main(started)), name="raw-sink", daemon=True
-        )
-        self._thread.start()
-        await asyncio.wrap_future(started)
+        await self._thread.start(self._main)
 
     async def stop(self) -> None:
         """Store and commit what was fetched, leave the group, end the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(self._request_stop)
-            await asyncio.to_thread(thread.join, 90)
+        await self._thread.stop(self._request_stop, timeout_s=90)
 
     def _request_stop(self) -> None:
         self._stopping = True  # seen within one fetch timeout; a write in progress completes
@@ -136,19 +127,9 @@ class RawReadSink:
     async def _main(self, started: Future[None]) -> None:
         """The thread's event loop: consume until stopped, then flush and leave the group."""
         s = self.settings
-        self._loop = asyncio.get_running_loop()
         renice_this_thread(THREAD_NICE)
         try:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=raw_group(s),
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-                session_timeout_ms=int(s.session_timeout_s * 1000),
-                heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
-                metadata_max_age_ms=METADATA_MAX_AGE_MS,
-            )
+            consumer = group_consumer(s, self.bootstrap, raw_group(s))
             consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
             await consumer.start()
         except BaseException as e:

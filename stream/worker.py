@@ -31,8 +31,9 @@ from stream import metrics
 from stream.alert_history import alert_ids_since
 from stream.alert_records import Alert
 from stream.checkpoint import CheckpointStore
-from stream.faust_app import METADATA_MAX_AGE_MS, exit_now
+from stream.faust_app import exit_now
 from stream.gc_pause import freeze_long_lived
+from stream.group_member import MAX_MESSAGE_BYTES, group_consumer
 from stream.hotlist import HotlistFollower
 from stream.processing import Message, Outcome, Processor, warm_up
 from stream.registry import RegistryFollower
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_STEP = 2000
 IDLE_POLL_MS = 200
 COMMIT_INTERVAL_S = 1.0
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Producer batches: aiokafka has one request in flight per broker and adds a partition's next
 # batch only once the previous one left, so with the default 16 KB a burst of 10 k alerts (one
 # partition, ~300 B each) waited ~200 round trips: 0.2-0.4 s measured. 8 MB takes ~27 k alerts;
@@ -122,18 +122,7 @@ class Worker:
             max_batch_size=MAX_BATCH_BYTES,
             max_request_size=MAX_MESSAGE_BYTES,
         )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=s.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            # A killed worker's partitions move to the others after this long without heartbeats.
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
-            # After a broker restart the group sees the topic's partitions again within this.
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,
-        )
+        consumer = group_consumer(s, self.bootstrap, s.consumer_group)
         await producer.start()
         # Set before the consumer starts: its first rebalance may already publish and commit.
         self._producer, self._consumer = producer, consumer
