@@ -9,19 +9,11 @@ from hypothesis import strategies as st
 
 from recovery.sse import alert_json, event_data
 from stream.alert_records import Alert
+from tests.stream.test_hotlist import ALERT_FIELDS
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.text(),
-    st.text(),
-    st.integers(0, 2**64 - 1),
-    st.integers(0, 2**32 - 1),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(0, 2**63 - 1),
-)
+@given(*ALERT_FIELDS, st.integers(0, 2**63 - 1))
 def test_event_data_is_json_dumps_of_alert_json(
     aid: str, case: str, tag: int, reader: int, ts: int, lat: float, lon: float, offset: int
 ) -> None:

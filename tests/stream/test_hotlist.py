@@ -73,8 +73,8 @@ def test_match_equals_the_rule_row_by_row(cases: list[HotlistEntry], rows: dict)
     assert all(type(a.tag_id) is int and type(a.lat) is float for a in got)
 
 
-@settings(max_examples=300, deadline=None)
-@given(
+# An alert's fields, any values: (alert_id, case_id, tag_id, reader_id, ts, lat, lon).
+ALERT_FIELDS = (
     st.text(),
     st.text(),
     st.integers(0, 2**64 - 1),
@@ -83,6 +83,10 @@ def test_match_equals_the_rule_row_by_row(cases: list[HotlistEntry], rows: dict)
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(allow_nan=True, allow_infinity=True),
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(*ALERT_FIELDS)
 def test_alert_encode_is_json_dumps_of_its_fields(
     aid: str, case: str, tag: int, reader: int, ts: int, lat: float, lon: float
 ) -> None:
