@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from typing import Any
 
@@ -51,7 +52,7 @@ def alert_rows(msgs: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def first_alerts(msgs: list[Any], settled: frozenset[str]) -> dict[str, Alert]:
+def first_alerts(msgs: list[Any], settled: AbstractSet[str]) -> dict[str, Alert]:
     """The first alert of each case not `settled`, in fetch order."""
     firsts: dict[str, Alert] = {}
     # Workers key alerts by case id: settled cases' alerts need no decoding.
@@ -109,10 +110,9 @@ class AlertFeed:
                 auto_offset_reset="earliest",
             )
             await self._actions.start()
-        except BaseException as e:
+        except BaseException:
             await self._stop_consumers()
-            started.set_exception(e)
-            return
+            raise  # the caller of `start` raises it (LoopThread)
         started.set_result(None)
         self._tasks = [asyncio.create_task(self._run(tp)), asyncio.create_task(self._act())]
         for result in await asyncio.gather(*self._tasks, return_exceptions=True):
@@ -161,7 +161,7 @@ class AlertFeed:
                     await stored.wait_for(lambda m=msgs: self.stored_offset >= m[-1].offset)
                 # A case is acted on at its first alert; the rest of a burst (thousands of
                 # alerts of a few hundred cases) costs a set lookup each, not a store query.
-                firsts = first_alerts(msgs, frozenset(self._settled))
+                firsts = first_alerts(msgs, self._settled)  # changed only while awaited below
                 if firsts:  # casework belongs to the API's loop (its producer, its locks)
                     assert self._api_loop is not None
                     await asyncio.wrap_future(

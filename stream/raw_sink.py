@@ -128,24 +128,17 @@ class RawReadSink:
         """The thread's event loop: consume until stopped, then flush and leave the group."""
         s = self.settings
         renice_this_thread(THREAD_NICE)
-        try:
-            consumer = group_consumer(s, self.bootstrap, raw_group(s))
-            consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
-            await consumer.start()
-        except BaseException as e:
-            started.set_exception(e)
-            return
+        # A failure to start reaches the caller of `start` (LoopThread).
+        consumer = group_consumer(s, self.bootstrap, raw_group(s))
+        consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
+        await consumer.start()
         self._consumer = consumer
         started.set_result(None)
         try:
-            try:
-                await self._run()
-            except Exception:
-                return  # on_fatal was told; nothing fetched is committed
-            try:
-                await self._flush()
-            except Exception as e:
-                self.on_fatal(e)
+            await self._run()
+            await self._flush()  # stopped: store and commit what was fetched
+        except Exception as e:  # the store gave up, or a bug: never commit what failed
+            self.on_fatal(e)
         finally:
             await consumer.stop()
 
@@ -158,27 +151,23 @@ class RawReadSink:
         # Messages per insert: sink_batch_max_rows at ~100 reads per gateway message.
         max_messages = max(self.settings.sink_batch_max_rows // 100, 1)
         first_at = 0.0
-        try:
-            while not self._stopping:
-                wait_s = IDLE_POLL_MS / 1000
-                if self._buffered:
-                    wait_s = first_at + self.settings.sink_flush_interval_s - time.monotonic()
-                fetched = await consumer.getmany(
-                    timeout_ms=max(int(wait_s * 1000), 0),
-                    max_records=max_messages - self._buffered,
-                )
-                if fetched and not self._buffered:
-                    first_at = time.monotonic()
-                for tp, records in fetched.items():
-                    if records:
-                        self._buffer.setdefault(tp, []).extend(records)
-                        self._buffered += len(records)
-                due = time.monotonic() - first_at >= self.settings.sink_flush_interval_s
-                if self._buffered and (self._buffered >= max_messages or due):
-                    await self._flush()
-        except Exception as e:  # the store gave up, or a bug: never commit what failed
-            self.on_fatal(e)
-            raise
+        while not self._stopping:
+            wait_s = IDLE_POLL_MS / 1000
+            if self._buffered:
+                wait_s = first_at + self.settings.sink_flush_interval_s - time.monotonic()
+            fetched = await consumer.getmany(
+                timeout_ms=max(int(wait_s * 1000), 0),
+                max_records=max_messages - self._buffered,
+            )
+            if fetched and not self._buffered:
+                first_at = time.monotonic()
+            for tp, records in fetched.items():
+                if records:
+                    self._buffer.setdefault(tp, []).extend(records)
+                    self._buffered += len(records)
+            due = time.monotonic() - first_at >= self.settings.sink_flush_interval_s
+            if self._buffered and (self._buffered >= max_messages or due):
+                await self._flush()
 
     async def _flush(self) -> None:
         """Store the buffered messages' valid reads, then commit their offsets."""

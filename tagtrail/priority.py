@@ -14,22 +14,26 @@ from pathlib import Path
 _TASKS = Path("/proc/self/task")
 
 
+def _tasks() -> list[Path]:
+    """This process's threads, as /proc entries (none where there is no /proc)."""
+    try:
+        return list(_TASKS.iterdir())
+    except OSError:
+        return []  # not Linux: priorities stay as they are
+
+
+def _named(task: Path, prefixes: str | tuple[str, ...] | None) -> bool:
+    return prefixes is None or (task / "comm").read_text().startswith(prefixes)
+
+
 def renice_threads(nice: int, name_prefixes: tuple[str, ...] | None = None) -> int:
     """Raise to `nice` the nice value of this process's threads (those whose name starts with one
     of `name_prefixes`, or all); returns how many changed. Never lowers one."""
-    try:
-        tasks = list(_TASKS.iterdir())
-    except OSError:
-        return 0  # not Linux: priorities stay as they are
     changed = 0
-    for task in tasks:
+    for task in _tasks():
         try:
-            if name_prefixes is not None and not (task / "comm").read_text().startswith(
-                name_prefixes
-            ):
-                continue
             tid = int(task.name)
-            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            if _named(task, name_prefixes) and os.getpriority(os.PRIO_PROCESS, tid) < nice:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
                 changed += 1
         except (OSError, ValueError):
@@ -40,9 +44,9 @@ def renice_threads(nice: int, name_prefixes: tuple[str, ...] | None = None) -> i
 def thread_nice(name_prefix: str) -> list[int]:
     """The nice values of this process's threads whose name starts with `name_prefix`."""
     out = []
-    for task in _TASKS.iterdir():
+    for task in _tasks():
         try:
-            if (task / "comm").read_text().startswith(name_prefix):
+            if _named(task, name_prefix):
                 out.append(os.getpriority(os.PRIO_PROCESS, int(task.name)))
         except (OSError, ValueError):
             continue  # ended meanwhile
@@ -52,11 +56,7 @@ def thread_nice(name_prefix: str) -> list[int]:
 def reset_threads(nice: int = 0) -> bool:
     """Set every thread of this process back to `nice`; False where that needs a privilege this
     process lacks (lowering a nice value needs CAP_SYS_NICE)."""
-    try:
-        tasks = list(_TASKS.iterdir())
-    except OSError:
-        return True  # nothing was changed here
-    for task in tasks:
+    for task in _tasks():
         try:
             os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
         except PermissionError:
