@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class CompactedFollower:
-    """Calls `on_change(rows)` with the latest value per key (tombstones removed) after each poll
-    that changed something; `version` counts the changes."""
+    """Calls `on_change(rows, changed)` with the latest value per key (tombstones removed) and the
+    keys the poll wrote or deleted, after each poll that changed something; `version` counts the
+    changes."""
 
     def __init__(
-        self, bootstrap: str, topic: str, on_change: Callable[[dict[bytes, bytes]], None]
+        self,
+        bootstrap: str,
+        topic: str,
+        on_change: Callable[[dict[bytes, bytes], set[bytes]], None],
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -78,18 +82,18 @@ class CompactedFollower:
                 log.warning("%s follower: %r; retrying", self.topic, e)
                 await asyncio.sleep(1.0)
                 continue
-            changed = False
+            changed: set[bytes] = set()
             for tp, msgs in batches.items():
                 for m in msgs:
                     if m.value is None:
                         self.rows.pop(m.key, None)
                     else:
                         self.rows[m.key] = m.value
-                    changed = True
+                    changed.add(m.key)
                     if tp in pending and m.offset + 1 >= pending[tp]:
                         del pending[tp]
             if changed:
-                self.on_change(self.rows)
+                self.on_change(self.rows, changed)
                 self.version += 1
             if not pending and not self.caught_up.is_set():
                 log.info("%s loaded: %d keys", self.topic, len(self.rows))

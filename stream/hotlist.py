@@ -56,23 +56,31 @@ class HotlistFollower(CompactedFollower):
     """The hotlist topic as a Hotlist, rebuilt when the set of matching cases changes."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(bootstrap, topic, self._rebuild)
+        super().__init__(bootstrap, topic, self._update)
         self.hotlist = Hotlist()
-        self._entries: dict[bytes, tuple[bytes, HotlistEntry | None]] = {}  # key -> value, entry
-        self._matching: frozenset[tuple[str, int, int]] = frozenset()
+        self._live: dict[bytes, HotlistEntry] = {}  # key -> entry, matching cases only
 
-    def _rebuild(self, rows: dict[bytes, bytes]) -> None:
-        # Only changed records are decoded, and the arrays rebuilt only if matching changed: a
-        # burst of first alerts marks thousands of cases spotted (still matching) one by one,
-        # each a change of this topic that the worker's event loop would otherwise pay for.
-        old = self._entries
-        self._entries = {
-            k: old[k] if k in old and old[k][0] == v else (v, decode_hotlist(v))
-            for k, v in rows.items()
-        }
-        live = [e for _, e in self._entries.values() if e is not None and e.matching]
-        matching = frozenset((e.case_id, e.tag_id, e.stolen_at_ms) for e in live)
-        if matching != self._matching:
-            self._matching = matching
-            self.hotlist = Hotlist(live)
+    def _update(self, rows: dict[bytes, bytes], changed: set[bytes]) -> None:
+        # Only the poll's changed records are decoded, and the arrays rebuilt only if matching
+        # changed: reports arrive one by one, and a burst of first alerts marks thousands of
+        # cases spotted (still matching), each a change the worker's event loop pays for.
+        rebuild = False
+        for key in changed:
+            value = rows.get(key)
+            entry = decode_hotlist(value) if value is not None else None
+            old = self._live.get(key)
+            if entry is not None and entry.matching:
+                if old is None or _match_key(old) != _match_key(entry):
+                    self._live[key] = entry
+                    rebuild = True
+            elif old is not None:
+                del self._live[key]
+                rebuild = True
+        if rebuild:
+            self.hotlist = Hotlist(list(self._live.values()))
         HOTLIST_SIZE.set(len(self.hotlist))
+
+
+def _match_key(e: HotlistEntry) -> tuple[str, int, int]:
+    """What matching depends on: the case, its tag and the theft time."""
+    return e.case_id, e.tag_id, e.stolen_at_ms

@@ -24,6 +24,7 @@ from stream.hotlist import Hotlist
 from stream.registry import RegistryFollower
 from stream.sessionize import Sessionizer, SightingChanges
 from stream.sighting_codec import encode_upserts
+from stream.state import ReadStore
 from tagtrail.config import Settings
 
 Message = tuple[bytes, str, int, int, float]  # value, topic, partition, offset, publish time (ms)
@@ -69,6 +70,8 @@ def warm_up() -> None:
     for changes in Sessionizer(registry=registry).process_parts(valid, 1, hotlist.tags):
         encode_upserts(changes.rows)
         hotlist.match(changes.rows, ts)
+    # Growing the key index (a partition's first busy step) has kernels of its own.
+    ReadStore(key_capacity=2).slots_for(np.arange(64, dtype=np.uint64), np.ones(64, np.uint32))
 
 
 def earliest_published(

@@ -41,7 +41,8 @@ class RegistryFollower(CompactedFollower):
         super().__init__(bootstrap, topic, self._rebuild)
         self.registry = ReaderRegistry.empty()
 
-    def _rebuild(self, rows: dict[bytes, bytes]) -> None:
+    def _rebuild(self, rows: dict[bytes, bytes], changed: set[bytes]) -> None:
+        # Rebuilt whole: the registry changes rarely (readers installed or moved).
         self.registry = registry_from_rows(
             {int.from_bytes(k, "big"): json.loads(v) for k, v in rows.items()}
         )

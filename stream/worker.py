@@ -165,7 +165,7 @@ class Worker:
         assert self._consumer is not None
         await asyncio.get_running_loop().run_in_executor(self._pool, warm_up)
         freeze_long_lived()
-        warm = False
+        warm = stepped = False
         try:
             while not self._stopping:
                 due = self._checkpoint_due()
@@ -174,13 +174,18 @@ class Worker:
                 )
                 if fetched:
                     await self._step(fetched)
-                    if not warm:  # the first step loaded the kernels: their objects live on
-                        freeze_long_lived()
-                        warm = True
+                    stepped = True
                     if self._checkpoint_due(CHECKPOINT_OVERDUE_TURNS):
                         await self._checkpoint_next()
-                elif due:  # nothing waiting: the write delays no read
-                    await self._checkpoint_next()
+                else:
+                    if stepped and not warm and not due:
+                        # The first steps loaded more of the kernels, whose objects live on.
+                        # Frozen once idle: the full collection before it takes ~60 ms, which
+                        # a step (and its alerts) would otherwise wait for.
+                        freeze_long_lived()
+                        warm = True
+                    if due:  # nothing waiting: the write delays no read
+                        await self._checkpoint_next()
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     async with self._lock:
                         await self._commit(sorted(self._owned))

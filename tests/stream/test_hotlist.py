@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from stream.alert_records import (
     _scan,
     alert_id,
     decode_alerts,
+    decode_hotlist,
     encode_hotlist,
     hotlist_key,
 )
@@ -98,26 +100,66 @@ def test_alert_encode_is_json_dumps_of_its_fields(
 
 def test_follower_rebuilds_only_when_matching_changes() -> None:
     f = HotlistFollower("localhost:1", "hotlist")
-    rows = dict(
-        [encode_hotlist(HotlistEntry("a", 11, 10)), encode_hotlist(HotlistEntry("b", 12, 20))]
-    )
-    f._rebuild(rows)
+    rows: dict[bytes, bytes] = {}
+
+    def put(*entries: HotlistEntry) -> None:
+        news = dict(encode_hotlist(e) for e in entries)
+        rows.update(news)
+        f._update(rows, set(news))
+
+    put(HotlistEntry("a", 11, 10), HotlistEntry("b", 12, 20))
     first = f.hotlist
     assert first.tags.tolist() == [11, 12] and first.case_ids == ["a", "b"]
     # Marking a case spotted keeps it matching: same arrays, no rebuild.
-    rows.update([encode_hotlist(HotlistEntry("a", 11, 10, "spotted"))])
-    f._rebuild(rows)
+    put(HotlistEntry("a", 11, 10, "spotted"))
     assert f.hotlist is first
     # Recovered, a tombstone, and a new case each change what matches.
-    rows.update([encode_hotlist(HotlistEntry("b", 12, 20, "recovered"))])
-    f._rebuild(rows)
+    put(HotlistEntry("b", 12, 20, "recovered"))
     assert f.hotlist.tags.tolist() == [11]
-    rows.update([encode_hotlist(HotlistEntry("c", 13, 30))])
-    f._rebuild(rows)
+    put(HotlistEntry("c", 13, 30))
     assert f.hotlist.case_ids == ["a", "c"]
     del rows[hotlist_key(11)]
-    f._rebuild(rows)
+    f._update(rows, {hotlist_key(11)})
     assert f.hotlist.case_ids == ["c"] and f.hotlist.stolen_at.tolist() == [30]
+
+
+_STATUSES = st.sampled_from(["open", "spotted", "recovered", "closed"])
+_RECORD = st.tuples(st.sampled_from("xyz"), st.integers(0, 3), _STATUSES)  # case, stolen, status
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(1, 6),  # tag
+                st.one_of(st.none(), _RECORD),  # None: a tombstone
+            ),
+            max_size=5,
+        ),
+        max_size=8,
+    )
+)
+def test_follower_updates_equal_a_full_rebuild(polls: list[list[tuple[int, Any]]]) -> None:
+    """Poll by poll, the incrementally kept hotlist is the Hotlist of all current records."""
+    f = HotlistFollower("localhost:1", "hotlist")
+    rows: dict[bytes, bytes] = {}
+    for poll in polls:
+        changed = set()
+        for tag, rec in poll:
+            if rec is None:
+                rows.pop(hotlist_key(tag), None)
+                changed.add(hotlist_key(tag))
+            else:
+                case, stolen, status = rec
+                k, v = encode_hotlist(HotlistEntry(case, tag, stolen, status))
+                rows[k] = v
+                changed.add(k)
+        if changed:
+            f._update(rows, changed)
+        full = Hotlist([e for v in rows.values() if (e := decode_hotlist(v)) is not None])
+        assert f.hotlist.tags.tolist() == full.tags.tolist()
+        assert f.hotlist.stolen_at.tolist() == full.stolen_at.tolist()
+        assert f.hotlist.case_ids == full.case_ids
 
 
 def _one_by_one(value: bytes | None) -> Alert | None:
