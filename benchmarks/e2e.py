@@ -65,6 +65,9 @@ class E2EOptions:
     rate_reads_per_s: float = 0.0  # 0: as fast as the publisher goes
     slice_ms: int = 1000
     flush_ms: int = 1000  # gateways flush every this many wall ms (a real uplink's interval)
+    # Each gateway flushes at one of this many phases of flush_ms, as independent uplinks do; 1:
+    # all at the same moment (the worst case).
+    flush_slots: int = 20
     workers: int = 1  # `tagtrail worker` processes; 0: the worker runs inside `tagtrail up`
     profile: bool = False  # run the pipeline processes under cProfile (raw/*.prof)
     drain_timeout_s: float = 3600.0
@@ -234,6 +237,7 @@ async def _measure(
                     hot,
                     settings.topic_hotlist,
                     flush_ms=opts.flush_ms,
+                    flush_slots=opts.flush_slots,
                     slice_ms=opts.slice_ms,
                     rate_reads_per_s=opts.rate_reads_per_s,
                     spool=spool,
@@ -313,6 +317,7 @@ def _summarise(
         "gateway_messages": fr.n_messages,
         "gateway_flushes": fr.n_flushes,
         "flush_ms": opts.flush_ms,
+        "flush_phases": opts.flush_slots,
         "reads_per_message": round(fr.n_reads / fr.n_messages, 1) if fr.n_messages else None,
         "wire_mb_uncompressed": round(fr.wire_bytes / 1e6, 1),
         "publish_s": round(publish_s, 2),
@@ -339,6 +344,14 @@ def _summarise(
             f"({len(fr.cases)} cases on the hotlist): hotlist matching is not running"
         )
         latency["topic"] = {"not_measured": why}
+    # The same alerts timed by the broker: its append time (the alerts topic is stamped with
+    # LogAppendTime), i.e. when any consumer could read it, apart from the observer's own delay.
+    appended = [{**a, "recv_ms": a["append_ms"]} for a in topic_alerts if a.get("append_ms")]
+    lat_append, src = checks.alert_latencies(appended, fr)
+    if len(lat_append):
+        latency["topic_append"] = checks.percentiles(lat_append) | {
+            "source": f"{src}; broker append time"
+        }
     if not sse_path:
         latency["sse"] = {"not_measured": f"the API has no {SSE_PATH} route"}
     elif sse_errors:

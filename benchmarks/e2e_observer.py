@@ -56,20 +56,26 @@ def _write(f: TextIO, row: dict[str, Any]) -> None:
 
 
 class Received:
-    """Alerts as received, (recv_ms, source, raw record): parsed and written once the observer
-    stops, so neither parsing nor writing delays the next receipt (and its timestamp) in a
-    burst of thousands, nor takes CPU from the pipeline while it is measured."""
+    """Alerts as received, (recv_ms, source, raw record, broker append ms or None): parsed and
+    written once the observer stops, so neither parsing nor writing delays the next receipt (and
+    its timestamp) in a burst of thousands, nor takes CPU from the pipeline while it is
+    measured."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[int, str, bytes | None]] = []
+        self.rows: list[tuple[int, str, bytes | None, int | None]] = []
 
-    def add(self, recv_ms: int, source: str, raw: bytes | None) -> None:
-        self.rows.append((recv_ms, source, raw))
+    def add(
+        self, recv_ms: int, source: str, raw: bytes | None, append_ms: int | None = None
+    ) -> None:
+        self.rows.append((recv_ms, source, raw, append_ms))
 
     def write(self, f: TextIO) -> None:
-        for recv, source, raw in self.rows:
+        for recv, source, raw, append_ms in self.rows:
             if source == "topic":
-                _write(f, {"recv_ms": recv, "source": "topic", "alert": _json(raw)})
+                row = {"recv_ms": recv, "source": "topic", "alert": _json(raw)}
+                if append_ms is not None:
+                    row["append_ms"] = append_ms
+                _write(f, row)
             else:
                 _sse_alert(f, recv, raw or b"")
         self.rows.clear()
@@ -99,7 +105,9 @@ async def watch_topic(cfg: dict[str, Any], got: Received, ready: asyncio.Event) 
             recv = now_ms()
             for records in fetched.values():
                 for msg in records:
-                    got.add(recv, "topic", msg.value)
+                    # The broker's append time, when the topic stamps it (stream.topics).
+                    appended = msg.timestamp if msg.timestamp_type == 1 else None
+                    got.add(recv, "topic", msg.value, appended)
     finally:
         await consumer.stop()
 

@@ -30,7 +30,11 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.topic_sightings, n, rf),
         # Open cases keyed by tag_id: the latest record per tag is the case's current state.
         NewTopic(settings.topic_hotlist, 1, rf, topic_configs=compacted),
-        NewTopic(settings.topic_alerts, 1, rf),
+        # Stamped with the broker's append time too: the moment an alert is on its topic, for
+        # every consumer (the latency the pipeline answers for, apart from any reader's delay).
+        NewTopic(
+            settings.topic_alerts, 1, rf, topic_configs={"message.timestamp.type": "LogAppendTime"}
+        ),
     ]
 
 
