@@ -9,8 +9,10 @@ of the consumer group `<group>-alert-actions` that holds the topic's one partiti
 replicas never mark a case twice or call the owner's webhook twice.
 
 Both consumers run on a thread with an event loop of its own: a burst of thousands of alerts is
-parsed, decoded and stored there, not on the API's loop, where the live streams (SSE) deliver
-the same alerts. Acting on a first alert (a few per burst) runs on the API's loop.
+parsed, decoded and stored there, not on the API's loop. Each fetch is decoded once: formatted
+for the live streams first (`recovery.sse.AlertHub`, so police see it before it is stored), then
+stored. A store that is down holds up storing, not the live streams, for up to STORE_BACKLOG
+fetches. Acting on a first alert (a few per burst) runs on the API's loop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastapi import HTTPException
 from prometheus_client import Counter
 
 from recovery import casework
+from recovery.sse import FETCH_BYTES, AlertHub
 from store import cases
 from store.accounts import now_ms
 from stream.alert_records import Alert, decode_alerts
@@ -33,13 +36,17 @@ from stream.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
+# Fetches decoded and sent live but not yet stored (up to 5,000 alerts each) before fetching
+# waits for the store: a bound on memory while the store is unavailable.
+STORE_BACKLOG = 64
 ALERTS_STORED = Counter("tagtrail_api_alerts_stored_total", "Alerts the API stored from the topic")
 
 
-def alert_rows(msgs: list[Any]) -> list[dict[str, Any]]:
-    """The alerts table's rows for fetched alert records (undecodable ones logged, skipped)."""
+def alert_rows(msgs: list[Any], alerts: list[Alert | None]) -> list[dict[str, Any]]:
+    """The alerts table's rows for fetched alert records and their decoded alerts (undecodable
+    ones logged, skipped)."""
     rows = []
-    for m, a in zip(msgs, decode_alerts([m.value for m in msgs]), strict=True):
+    for m, a in zip(msgs, alerts, strict=True):
         if a is None:
             log.error("alerts offset %d: undecodable record skipped", m.offset)
             continue
@@ -75,10 +82,12 @@ class AlertFeed:
         self._tasks: list[asyncio.Task[None]] = []
         self._api_loop: asyncio.AbstractEventLoop | None = None
         self._thread = LoopThread("alert-feed")
+        self.hub: AlertHub | None = None
 
     async def start(self) -> None:
         self.stored_offset = await self.ctx.runner.run(cases.last_alert_offset)
         self._api_loop = asyncio.get_running_loop()
+        self.hub = AlertHub(self._api_loop, self.stored_offset + 1)
         await self._thread.start(self._main)
 
     async def stop(self) -> None:
@@ -97,6 +106,7 @@ class AlertFeed:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                max_partition_fetch_bytes=FETCH_BYTES,  # a burst in one fetch
             )
             await self._consumer.start()
             tp = TopicPartition(self.ctx.settings.topic_alerts, 0)
@@ -108,6 +118,7 @@ class AlertFeed:
                 group_id=f"{self.ctx.settings.consumer_group}-alert-actions",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                max_partition_fetch_bytes=FETCH_BYTES,
             )
             await self._actions.start()
         except BaseException:
@@ -126,16 +137,28 @@ class AlertFeed:
                 await c.stop()
 
     async def _run(self, tp: TopicPartition) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        consumer, hub = self._consumer, self.hub
+        if consumer is None or hub is None:
             return
+        backlog: asyncio.Queue[tuple[int, list[dict[str, Any]]]] = asyncio.Queue(STORE_BACKLOG)
+        storing = asyncio.create_task(self._store(backlog))
+        try:
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                msgs = batches.get(tp, [])
+                if not msgs:
+                    continue
+                alerts = decode_alerts([m.value for m in msgs])
+                hub.publish([m.offset for m in msgs], alerts)  # live streams first
+                await backlog.put((msgs[-1].offset, alert_rows(msgs, alerts)))
+        finally:
+            storing.cancel()
+
+    async def _store(self, backlog: asyncio.Queue[tuple[int, list[dict[str, Any]]]]) -> None:
+        """Store the fetches in order, each retried until stored: moving on would leave a hole
+        in the alert history."""
         while True:
-            batches = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            msgs = batches.get(tp, [])
-            if not msgs:
-                continue
-            rows = alert_rows(msgs)  # on the feed's thread: the API's loop is not held up
-            # Retry until stored: moving on would leave a hole in the alert history.
+            last_offset, rows = await backlog.get()
             while True:
                 try:
                     await self.ctx.runner.run(cases.insert_alerts, rows)
@@ -146,7 +169,7 @@ class AlertFeed:
             ALERTS_STORED.inc(len(rows))
             assert self.stored is not None
             async with self.stored:
-                self.stored_offset = msgs[-1].offset
+                self.stored_offset = last_offset
                 self.stored.notify_all()
 
     async def _act(self) -> None:
@@ -154,7 +177,12 @@ class AlertFeed:
         consumer, stored = self._actions, self.stored
         if consumer is None or stored is None:
             return
+        acted = -1  # the highest offset acted on here
         while True:
+            # Fetched (records parsed) only once something new is stored: a burst's parsing
+            # then comes after the live streams' and storing's, not alongside them.
+            async with stored:
+                await stored.wait_for(lambda a=acted: self.stored_offset > a)
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for msgs in batches.values():
                 async with stored:  # act on stored alerts only: the case page shows them
@@ -167,6 +195,7 @@ class AlertFeed:
                     await asyncio.wrap_future(
                         asyncio.run_coroutine_threadsafe(self._first_alerts(firsts), self._api_loop)
                     )
+                acted = max(acted, msgs[-1].offset)
             if batches:
                 # A replica that dies before this commit leaves the batch to the next holder:
                 # marking spotted is idempotent (a spotted case is not marked again).

@@ -1,17 +1,25 @@
-"""The live alert stream as Server-Sent Events, read straight from the alerts topic.
+"""The live alert stream as Server-Sent Events, from the alerts topic.
 
-Each connection has its own consumer on the topic's single partition (no group): the event id is
-the Kafka offset, so a client reconnecting with `Last-Event-ID: n` resumes at offset n + 1 and
-misses nothing the topic still holds. Without an id the stream starts at the end of the log,
-fixed before the first byte is sent (an alert published after the client saw the stream open is
-always delivered).
+The event id is the Kafka offset on the topic's single partition, so a client reconnecting with
+`Last-Event-ID: n` resumes at offset n + 1 and misses nothing the topic still holds. Without an
+id the stream starts at the end of the log, fixed before the first byte is sent (an alert
+published after the client saw the stream open is always delivered).
+
+Live events come from the process's `AlertHub`: the alert feed's one consumer decodes and formats
+each alert once, for every open stream, off the API's event loop. A stream reads the topic with
+a consumer of its own only while it is behind the hub (a resume from an older id) or after it
+fell too far behind it (a slow client), then joins the hub again; without a hub (no alert feed
+in this process) it always reads the topic itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from math import isfinite
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,6 +35,9 @@ RETRY_MS = 2000
 # fetch (~3,000 alerts) a burst of 7,000 waited for three broker round trips.
 FETCH_BYTES = 16 * 1024 * 1024
 EVENTS_PER_WRITE = 5000
+# Events a stream may have queued from the hub, unwritten (a slow client): beyond this it leaves
+# the hub and reads the topic itself from where it is, at its own pace.
+MAX_QUEUED_EVENTS = 200_000
 
 
 def alert_json(a: Alert, offset: int) -> dict[str, object]:
@@ -56,15 +67,90 @@ def event_data(a: Alert, offset: int) -> str:
     )
 
 
+def format_events(offsets: Sequence[int], alerts: Sequence[Alert | None]) -> list[str]:
+    """The SSE events of fetched alert records (an undecodable one is an `invalid` event: the
+    client's position still advances past it, so a reconnect does not loop on it)."""
+    return [
+        f"id: {off}\nevent: alert\ndata: {event_data(a, off)}\n\n"
+        if a is not None
+        else f"id: {off}\nevent: invalid\ndata: {{}}\n\n"
+        for off, a in zip(offsets, alerts, strict=True)
+    ]
+
+
+@dataclass(eq=False)
+class _Subscription:
+    queue: asyncio.Queue[tuple[list[int], list[str]]]
+    queued: int = 0  # events put and not yet taken
+    dropped: bool = False  # fell too far behind: the stream reads the topic itself
+
+
+@dataclass
+class AlertHub:
+    """The alert feed's fetches, formatted once and handed to every subscribed stream.
+
+    `publish` runs on the feed's thread, streams on `loop` (the API's): a lock orders subscribing
+    against publishing, so a subscriber gets exactly the fetches from `position` on."""
+
+    loop: asyncio.AbstractEventLoop
+    position: int  # offset of the next alert published
+    _subs: set[_Subscription] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subscribe(self) -> tuple[_Subscription, int]:
+        sub = _Subscription(asyncio.Queue())
+        with self._lock:
+            self._subs.add(sub)
+            return sub, self.position
+
+    def unsubscribe(self, sub: _Subscription) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    def taken(self, sub: _Subscription, n: int) -> None:
+        with self._lock:
+            sub.queued -= n
+
+    def publish(self, offsets: list[int], alerts: Sequence[Alert | None]) -> None:
+        """Hand one fetch (offsets ascending, after `position`) to every stream."""
+        if not offsets:
+            return
+        events = format_events(offsets, alerts) if self._subs else []
+        with self._lock:
+            self.position = offsets[-1] + 1
+            for sub in list(self._subs):
+                if sub.queued + len(events) > MAX_QUEUED_EVENTS:
+                    sub.dropped = True  # the stream sees it at its next chunk or wake-up
+                    self._subs.discard(sub)
+                    self.loop.call_soon_threadsafe(sub.queue.put_nowait, ([], []))
+                    continue
+                sub.queued += len(events)
+                self.loop.call_soon_threadsafe(sub.queue.put_nowait, (offsets, events))
+
+
 class AlertStream:
     """Open with `await start()`, then iterate `events()`; `close()` in a finally."""
 
-    def __init__(self, bootstrap: str, topic: str, last_event_id: int | None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        last_event_id: int | None,
+        hub: AlertHub | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
         self.tp = TopicPartition(topic, 0)
         self.last_event_id = last_event_id
+        self.hub = hub
+        self.next = 0  # offset of the next event this stream sends
         self._counted = False
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer: AIOKafkaConsumer | None = None
+        self._sub: _Subscription | None = None
+        self._hub_from = 0  # while catching up: the offset from which the hub has it all
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -72,43 +158,97 @@ class AlertStream:
         )
 
     async def start(self) -> None:
-        await self.consumer.start()
+        self._consumer = self._new_consumer()
+        await self._consumer.start()
         SSE_CLIENTS.inc()
         self._counted = True
-        self.consumer.assign([self.tp])
+        self._consumer.assign([self.tp])
         if self.last_event_id is None:
-            end = (await self.consumer.end_offsets([self.tp]))[self.tp]
-            self.consumer.seek(self.tp, end)
+            self.next = (await self._consumer.end_offsets([self.tp]))[self.tp]
         else:
-            self.consumer.seek(self.tp, self.last_event_id + 1)
+            self.next = self.last_event_id + 1
+        self._consumer.seek(self.tp, self.next)
 
     async def events(self) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n: connected\n\n"
         idle_since = time.monotonic()
         while True:
-            batches = await self.consumer.getmany(
-                self.tp, timeout_ms=1000, max_records=EVENTS_PER_WRITE
-            )
-            msgs = batches.get(self.tp, [])
-            if not msgs:
+            chunk = await self._next_chunk()
+            if chunk is None:
                 if time.monotonic() - idle_since > KEEPALIVE_S:
                     idle_since = time.monotonic()
                     yield ": keepalive\n\n"
                 continue
             idle_since = time.monotonic()
-            out = []
-            for m, a in zip(msgs, decode_alerts([m.value for m in msgs]), strict=True):
-                if a is None:
-                    # Still advance the client's position past it, so a reconnect does not loop.
-                    out.append(f"id: {m.offset}\nevent: invalid\ndata: {{}}\n\n")
-                    continue
-                out.append(f"id: {m.offset}\nevent: alert\ndata: {event_data(a, m.offset)}\n\n")
-            SSE_EVENTS.inc(len(out))
-            yield "".join(out)
+            SSE_EVENTS.inc(chunk[1])
+            yield chunk[0]
+
+    async def _next_chunk(self) -> tuple[str, int] | None:
+        """The next events to write and their count; None after a second with none."""
+        hub = self.hub
+        if hub is not None and self._sub is None:
+            self._sub, position = hub.subscribe()
+            if position <= self.next:  # the hub has nothing this stream still needs
+                await self._stop_consumer()
+            else:
+                self._hub_from = position
+        sub = self._sub
+        if sub is not None and self._consumer is None:
+            return await self._from_hub(sub)
+        return await self._from_topic()
+
+    async def _from_hub(self, sub: _Subscription) -> tuple[str, int] | None:
+        try:
+            offsets, events = await asyncio.wait_for(sub.queue.get(), 1.0)
+        except TimeoutError:
+            return None
+        assert self.hub is not None
+        self.hub.taken(sub, len(events))
+        if sub.dropped and not offsets:  # too far behind: read on from the topic
+            self._sub = None
+            self._consumer = self._new_consumer()
+            await self._consumer.start()
+            self._consumer.assign([self.tp])
+            self._consumer.seek(self.tp, self.next)
+            return None
+        if offsets[0] < self.next:  # published before this stream's position
+            keep = [i for i, off in enumerate(offsets) if off >= self.next]
+            offsets, events = [offsets[i] for i in keep], [events[i] for i in keep]
+            if not offsets:
+                return None
+        self.next = offsets[-1] + 1
+        return "".join(events), len(events)
+
+    async def _from_topic(self) -> tuple[str, int] | None:
+        consumer = self._consumer
+        assert consumer is not None
+        batches = await consumer.getmany(self.tp, timeout_ms=1000, max_records=EVENTS_PER_WRITE)
+        msgs = batches.get(self.tp, [])
+        caught_up = False
+        if self._sub is not None:
+            # Catching up to the hub, whose queue holds every event from `_hub_from` on.
+            caught_up = bool(msgs) and msgs[-1].offset >= self._hub_from - 1
+            msgs = [m for m in msgs if m.offset < self._hub_from]
+        if caught_up:
+            await self._stop_consumer()
+        if not msgs:
+            return None
+        offsets = [m.offset for m in msgs]
+        events = format_events(offsets, decode_alerts([m.value for m in msgs]))
+        self.next = offsets[-1] + 1
+        return "".join(events), len(events)
+
+    async def _stop_consumer(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
 
     async def close(self) -> None:
-        """Stop the consumer (idempotent; safe after a failed start)."""
+        """Leave the hub and stop the consumer (idempotent; safe after a failed start)."""
         if self._counted:
             SSE_CLIENTS.dec()
             self._counted = False
-        await self.consumer.stop()
+        if self._sub is not None and self.hub is not None:
+            self.hub.unsubscribe(self._sub)
+            self._sub = None
+        await self._stop_consumer()

@@ -61,7 +61,8 @@ async def alert_stream(
             raise HTTPException(422, "Last-Event-ID must be an integer event id") from None
         if start < -1:
             raise HTTPException(422, "Last-Event-ID must be >= -1")
-    stream = AlertStream(ctx.bootstrap, ctx.settings.topic_alerts, start)
+    hub = ctx.feed.hub if ctx.feed is not None else None
+    stream = AlertStream(ctx.bootstrap, ctx.settings.topic_alerts, start, hub)
     try:
         await stream.start()
         # The stream is one request: audited once when it opens (rows are not known up front).
