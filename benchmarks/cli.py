@@ -47,7 +47,7 @@ def new_run_dir(kind: str, label: str, root: Path = RESULTS) -> tuple[str, Path]
 @bench_app.command("e2e")
 def e2e(
     scale: Annotated[
-        str, typer.Option(help="hour | day | N (<=1: city scale; >1: reads)")
+        str, typer.Option(help="hour | day | night | N (<=1: city scale; >1: reads)")
     ] = "0.01",
     json_out: Annotated[Path | None, typer.Option("--json", help="also write results here")] = None,
     seed: Annotated[int, typer.Option()] = 7,
@@ -58,6 +58,14 @@ def e2e(
     flush_ms: Annotated[
         int, typer.Option(min=1, help="gateways flush what they buffered every this many wall ms")
     ] = 1000,
+    flush_slots: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="gateway flush phases within --flush-ms (each gateway keeps its own); "
+            "1 = every gateway flushes at the same moment (the worst case)",
+        ),
+    ] = 20,
     workers: Annotated[
         int,
         typer.Option(
@@ -94,6 +102,7 @@ def e2e(
             report_delay_median_s=report_delay_s,
             rate_reads_per_s=rate,
             flush_ms=flush_ms,
+            flush_slots=flush_slots,
             workers=workers,
             profile=profile,
             peer=peer,

@@ -2,14 +2,17 @@
 
 Gateways flush on the wall clock, as a real uplink does: every `flush_ms` of wall time each gateway
 sends everything that reached it since its last flush, one Kafka message per (gateway, partition)
-(the partition rule and per-gateway batch_seq of docs/wire-format.md). Replaying a day 200x faster
-than real time, one flush then carries many simulated batch intervals, as the simulator's outage
-backlogs already do (ingest/simulator/gateways.py MAX_FLUSH_BATCHES). Reads keep the simulator's
-send order within a gateway. Before the reads arriving after a theft's report time, the case goes
-on the hotlist topic (the stream/alert_records contract), so alerts follow the report as in the
-city. The feed keeps what the checks need: all reads (in memory or in a spool, for the reference
-sightings), the publish wall time of every read of a stolen bike (for alert latency), the thefts'
-ground truth and tracks, and the publish rate over time.
+(the partition rule and per-gateway batch_seq of docs/wire-format.md). Each gateway keeps its own
+phase within the interval, as independent uplinks do (their clocks are not synchronised to the
+millisecond): the gateways are spread over `flush_slots` phases, one phase flushing every
+`flush_ms / flush_slots`. `flush_slots=1` is the worst case of all gateways flushing at once.
+Replaying a day 200x faster than real time, one flush then carries many simulated batch intervals,
+as the simulator's outage backlogs already do (ingest/simulator/gateways.py MAX_FLUSH_BATCHES).
+Reads keep the simulator's send order within a gateway. Before the reads arriving after a theft's
+report time, the case goes on the hotlist topic (the stream/alert_records contract), so alerts
+follow the report as in the city. The feed keeps what the checks need: all reads (in memory or in a
+spool, for the reference sightings), the publish wall time of every read of a stolen bike (for alert
+latency), the thefts' ground truth and tracks, and the publish rate over time.
 """
 
 from __future__ import annotations
@@ -62,22 +65,50 @@ class FeedResult:
     theft_reads: list[Columns] = field(default_factory=list)
 
 
-class _GatewayBuffer:
-    """Reads that arrived at the gateways since the last flush, in arrival (send) order."""
+def phase_slot(gateway_id: np.ndarray, slots: int) -> np.ndarray:
+    """The flush phase (0..slots-1) of each gateway: a fixed, well-spread hash of its id."""
+    if slots <= 1:
+        return np.zeros(len(gateway_id), np.int64)
+    h = (gateway_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    return (h % np.uint64(slots)).astype(np.int64)
 
-    def __init__(self) -> None:
-        self.parts: list[tuple[Reads, np.ndarray]] = []
-        self.n = 0
+
+class _GatewayBuffer:
+    """Reads that arrived at the gateways since their last flush, per flush phase, in arrival
+    (send) order within a gateway."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.parts: list[list[tuple[Reads, np.ndarray]]] = [[] for _ in range(slots)]
+        # Added since the last take, not yet split by phase: a slice of simulated time can be a
+        # handful of reads (a night), so splitting is done once per flush, not once per slice.
+        self.unsplit: list[tuple[Reads, np.ndarray]] = []
 
     def add(self, reads: Reads, gateway_id: np.ndarray) -> None:
-        self.parts.append((reads, gateway_id))
-        self.n += len(reads)
+        self.unsplit.append((reads, gateway_id))
 
-    def take(self) -> tuple[Reads, np.ndarray]:
-        reads = Reads.concat([r for r, _ in self.parts])
-        gw = np.concatenate([g for _, g in self.parts])
-        self.parts, self.n = [], 0
-        return reads, gw
+    def _split(self) -> None:
+        if not self.unsplit:
+            return
+        reads = Reads.concat([r for r, _ in self.unsplit])
+        gw = np.concatenate([g for _, g in self.unsplit])
+        self.unsplit = []
+        slot = phase_slot(gw, self.slots)
+        order = np.argsort(slot, kind="stable")  # keeps each gateway's send order
+        bounds = np.searchsorted(slot[order], np.arange(self.slots + 1))
+        for k in range(self.slots):
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            if hi > lo:
+                self.parts[k].append((reads.take(order[lo:hi]), gw[order[lo:hi]]))
+
+    def take(self, slot: int) -> tuple[Reads, np.ndarray] | None:
+        """The reads of the gateways of phase `slot` (None if there are none)."""
+        self._split()
+        parts = self.parts[slot]
+        if not parts:
+            return None
+        self.parts[slot] = []
+        return Reads.concat([r for r, _ in parts]), np.concatenate([g for _, g in parts])
 
 
 async def feed(
@@ -87,36 +118,50 @@ async def feed(
     hotlist_topic: str,
     *,
     flush_ms: int = 1000,
+    flush_slots: int = 1,
     slice_ms: int = 1000,
     rate_reads_per_s: float = 0.0,
     chunk_s: float = 60.0,
-    max_inflight: int = 4,
+    max_inflight_s: float = 4.0,
     spool: ReadSpool | None = None,
 ) -> FeedResult:
     """Publish the whole simulated run; returns once every message is acknowledged.
 
     Simulated arrival time advances `slice_ms` at a time (as fast as the generator goes, or paced
-    to `rate_reads_per_s`); the gateways flush every `flush_ms` of wall time. Reads go to `spool`
-    when given (a day does not fit in memory twice), else to `FeedResult.reads`.
+    to `rate_reads_per_s`); each gateway flushes every `flush_ms` of wall time, at one of
+    `flush_slots` phases. Reads go to `spool` when given (a day does not fit in memory twice),
+    else to `FeedResult.reads`.
     """
     if flush_ms < 1:
         raise ValueError(f"flush_ms must be >= 1 (got {flush_ms})")
+    if not 1 <= flush_slots <= flush_ms:
+        raise ValueError(f"flush_slots must be in 1..flush_ms (got {flush_slots})")
     res = FeedResult()
     cfg = sim.cfg
     pending: list[Case] = []  # thefts not yet reported, by report time
     stolen_tags = np.empty(0, np.uint64)
     inflight: list[asyncio.Task[None]] = []
-    buf = _GatewayBuffer()
+    buf = _GatewayBuffer(flush_slots)
     t_start = time.perf_counter()
-    next_flush = t_start + flush_ms / 1000
+    every_s = flush_ms / 1000 / flush_slots  # one phase slot after the other
+    # Unacknowledged flushes allowed, as seconds of flushing: a gateway does not wait either.
+    max_inflight = max(1, round(max_inflight_s * flush_slots * 1000 / flush_ms))
+    next_flush = t_start + every_s
+    slot = 0
     queued = 0
 
-    async def flush() -> None:
-        nonlocal next_flush
-        next_flush = time.perf_counter() + flush_ms / 1000
-        if not buf.n:
-            return
-        reads, gw = buf.take()
+    async def flush(final: bool = False) -> None:
+        """Flush the gateways of the next phase slot (all of them when `final`)."""
+        nonlocal next_flush, slot
+        next_flush = time.perf_counter() + every_s
+        slots = range(flush_slots) if final else [slot]
+        slot = (slot + 1) % flush_slots
+        for k in slots:
+            taken = buf.take(k)
+            if taken is not None:
+                await flush_slot(*taken)
+
+    async def flush_slot(reads: Reads, gw: np.ndarray) -> None:
         sent_ms = now_ms()
         if not res.first_publish_ms:
             res.first_publish_ms = sent_ms
@@ -198,7 +243,7 @@ async def feed(
                 await until(t_start + queued / rate_reads_per_s)
             if time.perf_counter() >= next_flush:
                 await flush()
-    await flush()
+    await flush(final=True)
     for task in inflight:
         await task
     while pending:  # reports after the last read: still registered, they count as not spotted

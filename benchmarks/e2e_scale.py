@@ -2,6 +2,8 @@
 
 - `hour`: the full city (scale 1.0, ~2 M bikes) in the morning rush hour 08:00-09:00, ~11.5 M reads.
 - `day`: the full city for a whole day from local midnight, ~80 M reads.
+- `night`: the full city from midnight to 06:00, the start of `day`: few reads and, paced by read
+  count, the day's densest alert bursts (stolen bikes move at night), in a run of minutes.
 - `N` <= 1 (e.g. `0.1`): the rush hour of a city shrunk by N (bikes, readers, area), ~N x 11.5 M
   reads.
 - `N` > 1 (e.g. `2000000`): about N reads: the rush hour of a city of scale N / 11.5 M, or for
@@ -22,6 +24,8 @@ from ingest.simulator.config import DAY_MS, DEFAULT_START_MS
 HOUR_S = 3600.0
 FULL_HOUR_READS = 11_500_000  # measured by bench_simulator: full scale, 08:00-09:00
 RUSH_START_H = 8
+NIGHT_H = 6
+NIGHT_READS = 5_000_000  # estimate; the report gives the measured count
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ def parse_scale(text: str) -> Scale:
         return Scale("hour", 1.0, HOUR_S, RUSH_START_H, FULL_HOUR_READS)
     if t == "day":
         return Scale("day", 1.0, 24 * HOUR_S, 0.0, 80_000_000)
+    if t == "night":
+        return Scale("night", 1.0, NIGHT_H * HOUR_S, 0.0, NIGHT_READS)
     try:
         n = float(t)
     except ValueError:

@@ -273,14 +273,20 @@ TERMS = [
     "- gateway flushes: every --flush-ms of wall time (default 1000 ms, a real uplink's batch "
     "interval) each gateway sends everything that reached it since its last flush, one Kafka "
     "message per (gateway, partition = reader_id mod P), batch_seq increasing per gateway "
-    "(docs/wire-format.md). Replaying faster than real time, one flush carries many simulated "
+    "(docs/wire-format.md). Each gateway flushes at its own phase of the interval, one of "
+    "ingest.flush_phases (--flush-slots, default 20: a slot's gateways every 50 ms), as "
+    "independent uplinks do; ingest.gateway_flushes counts these slot flushes. --flush-slots 1 "
+    "is the worst case of every gateway flushing in the same millisecond. Replaying faster "
+    "than real time, one flush carries many simulated "
     "1 s batch intervals, as the simulator's outage backlogs do; reads keep their send order. "
     "Layout: scale.layout (workers as `tagtrail worker` processes, or inside `tagtrail up`).",
     "- lost: reference sightings (stream.dedup.reference_sightings of every published read) "
     "not found, column for column, in the store's export; duplicated: stored rows sharing "
     "(tag_id, reader_id, first_ts).",
     "- alert latency: from the gateway send of the read that raised the alert to its receipt on "
-    "the alerts topic (and on the SSE stream when the API has one).",
+    "the alerts topic by the observer process (topic), to the broker's append of the alert "
+    "(topic_append: LogAppendTime, when any consumer can read it), and to its receipt on the SSE "
+    "stream when the API has one (sse).",
     "- cases: thefts of the simulator's ground truth reported within the run, put on the hotlist "
     "topic when the replay passes their report time. Spottable: the bike passed a reader "
     "after the report. False alert: an alert for a tag with no case, for a sighting before the "
