@@ -243,7 +243,10 @@ async def feed(
                 await until(t_start + queued / rate_reads_per_s)
             if time.perf_counter() >= next_flush:
                 await flush()
-    await flush(final=True)
+    # The last reads leave at their gateways' phases too, over one more interval: flushing all
+    # at once would end the replay with the worst-case burst the phases model away.
+    await until(time.perf_counter() + flush_ms / 1000)
+    await flush(final=True)  # whatever is left (nothing, but the current slot's newest)
     for task in inflight:
         await task
     while pending:  # reports after the last read: still registered, they count as not spotted
