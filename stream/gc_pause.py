@@ -15,9 +15,12 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def freeze_long_lived() -> None:
+def freeze_long_lived(young_only: bool = False) -> None:
     """Exempt every object alive now from future collections (call once warmed up, and again
-    after a phase that creates many long-lived objects, e.g. the first batch compiling kernels)."""
-    gc.collect()  # what is garbage now should not be frozen
+    after a phase that creates many long-lived objects, e.g. the first batch compiling kernels).
+
+    `young_only`: collect only the young generations first (a few ms), not the old one, whose
+    full pass over a loaded worker's heap stalls it; old garbage, if any, stays frozen."""
+    gc.collect(1 if young_only else 2)  # what is garbage now should not be frozen
     gc.freeze()
     log.debug("gc: %d objects frozen", gc.get_freeze_count())

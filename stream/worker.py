@@ -165,7 +165,7 @@ class Worker:
         assert self._consumer is not None
         await asyncio.get_running_loop().run_in_executor(self._pool, warm_up)
         freeze_long_lived()
-        warm = stepped = False
+        warm = False
         try:
             while not self._stopping:
                 due = self._checkpoint_due()
@@ -174,18 +174,16 @@ class Worker:
                 )
                 if fetched:
                     await self._step(fetched)
-                    stepped = True
+                    if not warm:
+                        # The first step loaded more of the kernels, whose objects live on. A
+                        # full collection here held the next steps ~60 ms in a burst of
+                        # alerts: the young generations only.
+                        freeze_long_lived(young_only=True)
+                        warm = True
                     if self._checkpoint_due(CHECKPOINT_OVERDUE_TURNS):
                         await self._checkpoint_next()
-                else:
-                    if stepped and not warm and not due:
-                        # The first steps loaded more of the kernels, whose objects live on.
-                        # Frozen once idle: the full collection before it takes ~60 ms, which
-                        # a step (and its alerts) would otherwise wait for.
-                        freeze_long_lived()
-                        warm = True
-                    if due:  # nothing waiting: the write delays no read
-                        await self._checkpoint_next()
+                elif due:  # nothing waiting: the write delays no read
+                    await self._checkpoint_next()
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     async with self._lock:
                         await self._commit(sorted(self._owned))
@@ -326,8 +324,12 @@ class Worker:
     async def _checkpoint_next(self) -> None:
         """Checkpoint the next partition in turn. Called between steps, preferably when nothing
         is waiting: writing one partition took 0.1-0.2 s late in a day, which a step arriving
-        meanwhile (and its alerts) would wait for."""
-        await self._synced()
+        meanwhile (and its alerts) would wait for. While the previous one is still being flushed
+        to disk, this turn is skipped rather than waited for: steps never wait for an fsync."""
+        if self._syncing is not None and not self._syncing.done():
+            self._last_checkpoint = time.monotonic()  # try again next turn, without spinning
+            return
+        await self._synced()  # done: only raises what it failed with
         loop = asyncio.get_running_loop()
         async with self._lock:
             dirty = sorted(self._dirty & self._owned)
