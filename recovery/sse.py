@@ -115,8 +115,15 @@ class AlertHub:
         """Hand one fetch (offsets ascending, after `position`) to every stream."""
         if not offsets:
             return
-        events = format_events(offsets, alerts) if self._subs else []
+        # Formatted outside the lock, unless nobody listens (a stream subscribing meanwhile is
+        # caught below, under the lock).
+        events = format_events(offsets, alerts) if self._subs else None
         with self._lock:
+            if events is None:
+                if not self._subs:
+                    self.position = offsets[-1] + 1
+                    return
+                events = format_events(offsets, alerts)
             self.position = offsets[-1] + 1
             for sub in list(self._subs):
                 if sub.queued + len(events) > MAX_QUEUED_EVENTS:
