@@ -155,8 +155,8 @@ class AlertFeed:
             storing.cancel()
 
     async def _store(self, backlog: asyncio.Queue[tuple[int, list[dict[str, Any]]]]) -> None:
-        """Store the fetches in order, each retried until stored: moving on would leave a hole
-        in the alert history."""
+        """Store the queued fetches in order, all that are waiting in one insert, retried until
+        stored: moving on would leave a hole in the alert history."""
         while True:
             last_offset, rows = await backlog.get()
             # Everything queued goes in one insert: under load (a day replayed unpaced) alerts
@@ -164,7 +164,7 @@ class AlertFeed:
             # until fetching (and with it the live streams) waited for the store.
             while not backlog.empty():
                 last_offset, more = backlog.get_nowait()
-                rows = rows + more
+                rows.extend(more)  # each fetch's rows are a list of their own
             while True:
                 try:
                     await self.ctx.runner.run(cases.insert_alerts, rows)

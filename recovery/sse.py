@@ -155,26 +155,28 @@ class AlertStream:
         self._sub: _Subscription | None = None
         self._hub_from = 0  # while catching up: the offset from which the hub has it all
 
-    def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
+    async def _open_consumer(self) -> AIOKafkaConsumer:
+        """A consumer of its own on the topic's partition (positioned by the caller)."""
+        self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_BYTES,
         )
+        await self._consumer.start()
+        self._consumer.assign([self.tp])
+        return self._consumer
 
     async def start(self) -> None:
-        self._consumer = self._new_consumer()
-        await self._consumer.start()
+        consumer = await self._open_consumer()
         SSE_CLIENTS.inc()
         self._counted = True
-        self._consumer.assign([self.tp])
         if self.last_event_id is None:
-            self.next = (await self._consumer.end_offsets([self.tp]))[self.tp]
+            self.next = (await consumer.end_offsets([self.tp]))[self.tp]
         else:
             self.next = self.last_event_id + 1
-        self._consumer.seek(self.tp, self.next)
+        consumer.seek(self.tp, self.next)
 
     async def events(self) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n: connected\n\n"
@@ -213,10 +215,7 @@ class AlertStream:
         self.hub.taken(sub, len(events))
         if sub.dropped and not offsets:  # too far behind: read on from the topic
             self._sub = None
-            self._consumer = self._new_consumer()
-            await self._consumer.start()
-            self._consumer.assign([self.tp])
-            self._consumer.seek(self.tp, self.next)
+            (await self._open_consumer()).seek(self.tp, self.next)
             return None
         if offsets[0] < self.next:  # published before this stream's position
             keep = [i for i, off in enumerate(offsets) if off >= self.next]

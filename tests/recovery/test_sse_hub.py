@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -68,23 +69,34 @@ async def read_ids(stream: AlertStream, until: int, timeout_s: float = 30.0) -> 
     return got
 
 
+@asynccontextmanager
+async def hub_stream(
+    bootstrap: str, topic: str, produced: int, hub_at: int, last_event_id: int | None
+) -> AsyncIterator[tuple[AlertHub, AlertStream]]:
+    """`produced` alerts on the topic, a hub that has published up to `hub_at`, and a stream
+    resuming after `last_event_id` (None: from the end of the log), closed afterwards."""
+    await produce(bootstrap, topic, range(produced))
+    hub = AlertHub(asyncio.get_running_loop(), hub_at)
+    stream = AlertStream(bootstrap, topic, last_event_id, hub)
+    await stream.start()
+    try:
+        yield hub, stream
+    finally:
+        await stream.close()
+
+
 def test_a_resumed_stream_catches_up_then_joins_the_hub(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
     topic = unique_name("alerts")
 
     async def main() -> None:
-        await produce(kafka_bootstrap, topic, range(30))
-        hub = AlertHub(asyncio.get_running_loop(), 20)  # the feed has published 0-19
-        stream = AlertStream(kafka_bootstrap, topic, 4, hub)
-        await stream.start()
-        try:
+        # The feed has published 0-19; the client resumes after 4.
+        async with hub_stream(kafka_bootstrap, topic, 30, 20, 4) as (hub, stream):
             reader = asyncio.create_task(read_ids(stream, 29))
             await asyncio.sleep(0.5)  # subscribed, catching up from the topic
             await asyncio.to_thread(publish_from_thread, hub, range(20, 30), 4)
             assert await reader == list(range(5, 30))
-        finally:
-            await stream.close()
 
     asyncio.run(main())
 
@@ -95,19 +107,13 @@ def test_a_new_stream_starts_at_the_end_of_the_log(
     topic = unique_name("alerts")
 
     async def main() -> None:
-        await produce(kafka_bootstrap, topic, range(10))
-        hub = AlertHub(asyncio.get_running_loop(), 10)
-        stream = AlertStream(kafka_bootstrap, topic, None, hub)
-        await stream.start()
-        try:
+        async with hub_stream(kafka_bootstrap, topic, 10, 10, None) as (hub, stream):
             reader = asyncio.create_task(read_ids(stream, 14))
             await asyncio.sleep(0.3)
             await produce(kafka_bootstrap, topic, range(10, 15))
             await asyncio.to_thread(publish_from_thread, hub, range(10, 15), 2)
             assert await reader == list(range(10, 15))
             assert stream._consumer is None  # live from the hub, no consumer of its own
-        finally:
-            await stream.close()
 
     asyncio.run(main())
 
@@ -119,11 +125,7 @@ def test_a_stream_too_far_behind_leaves_the_hub_and_misses_nothing(
     monkeypatch.setattr(sse, "MAX_QUEUED_EVENTS", 5)
 
     async def main() -> None:
-        await produce(kafka_bootstrap, topic, range(40))
-        hub = AlertHub(asyncio.get_running_loop(), 0)
-        stream = AlertStream(kafka_bootstrap, topic, -1, hub)
-        await stream.start()
-        try:
+        async with hub_stream(kafka_bootstrap, topic, 40, 0, -1) as (hub, stream):
             events = stream.events()
             await anext(events)  # "connected": subscribed on the first read below
             first = asyncio.create_task(anext(events))
@@ -140,7 +142,5 @@ def test_a_stream_too_far_behind_leaves_the_hub_and_misses_nothing(
             # Read on from the topic, caught up, and back on the hub with no consumer of its own.
             assert stream._sub is not dropped and hub._subs == {stream._sub}
             assert stream._consumer is None
-        finally:
-            await stream.close()
 
     asyncio.run(main())
