@@ -178,19 +178,40 @@ async def sample(cfg: dict[str, Any], f: TextIO, interval_s: float) -> None:
             for name, ps in procs.items():
                 try:
                     # Helper children count for the pipeline and the JVM; the generator's
-                    # children are the other measured processes, so it counts alone.
-                    tree = [
-                        c
-                        for p in ps
-                        for c in ([p] if name == "generator" else [p, *p.children(recursive=True)])
-                    ]
-                    row[f"rss_{name}_mb"] = sum(c.memory_info().rss for c in tree) / 1e6
-                    row[f"cpu_{name}_s"] = sum(sum(c.cpu_times()[:2]) for c in tree)
+                    # children are the other measured processes, so it counts alone. A child
+                    # counts by the memory only it holds: a worker's forked checkpoint writer
+                    # shares the worker's pages, and holds its own only where either changed one.
+                    kids = [] if name == "generator" else [
+                        c for p in ps for c in p.children(recursive=True)
+                    ]  # fmt: skip
+                    row[f"rss_{name}_mb"] = (
+                        sum(p.memory_info().rss for p in ps) + sum(map(_own_bytes, kids))
+                    ) / 1e6
+                    # user + system of the processes, of their live children and of the
+                    # children they waited for (ended helpers: counted by the parent from then)
+                    row[f"cpu_{name}_s"] = sum(sum(p.cpu_times()[:4]) for p in ps) + sum(
+                        map(_cpu_s, kids)
+                    )
                 except psutil.Error:
                     row[f"rss_{name}_mb"] = None
             row["load1"] = psutil.getloadavg()[0]
             _write(f, row)
             await asyncio.sleep(interval_s)
+
+
+def _own_bytes(child: psutil.Process) -> int:
+    """Memory only this child holds (USS); 0 once it has ended (checkpoint writers are brief)."""
+    try:
+        return int(child.memory_full_info().uss)
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def _cpu_s(child: psutil.Process) -> float:
+    try:
+        return float(sum(child.cpu_times()[:2]))
+    except psutil.NoSuchProcess:
+        return 0.0  # ended: its parent counts it once it has waited for it
 
 
 async def main_async(cfg: dict[str, Any]) -> None:

@@ -4,14 +4,19 @@ A checkpoint holds the state after applying every message up to `offset` of one 
 Written atomically (temp file + rename) into the data folder, which workers on one machine share;
 on assignment a worker loads it and re-applies the messages after `offset` (idempotent: reads are a
 set, rows carry versions), so the state is complete however offsets were committed.
+
+A running worker writes from a forked process (`write(..., fork=True)`): the fork is a
+copy-on-write snapshot of the state, so its steps go on while the file is written.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import struct
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +47,18 @@ class PendingCheckpoint:
 
     tmp: Path
     path: Path
+    writer: int = 0  # pid of the forked process writing `tmp` (0: written already)
 
     def commit(self) -> None:
-        """Flush the file to disk, then replace the partition's checkpoint with it."""
+        """Wait for the writer, flush the file to disk, then replace the partition's checkpoint
+        with it. StreamError if the writer failed (the current checkpoint stays)."""
+        if self.writer:
+            _, status = os.waitpid(self.writer, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                if self.tmp.is_file():
+                    self.tmp.unlink()
+                raise StreamError(f"writing checkpoint {self.path.name} failed (exit {code})")
         fd = os.open(self.tmp, os.O_RDONLY)
         try:
             os.fsync(fd)  # a file's data, whichever descriptor asks
@@ -66,11 +80,16 @@ class CheckpointStore:
         """Write atomically; with snapshot_parts() the caller must hold the state still."""
         self.write(topic, partition, ckpt).commit()
 
-    def write(self, topic: str, partition: int, ckpt: Checkpoint) -> PendingCheckpoint:
+    def write(
+        self, topic: str, partition: int, ckpt: Checkpoint, fork: bool = False
+    ) -> PendingCheckpoint:
         """Write the checkpoint's temp file; `commit()` on the result makes it durable and
-        current. Only the write reads the state: the caller may change it again meanwhile,
-        while the flush to disk (about as long as the write) runs elsewhere. One pending
-        checkpoint per partition at a time (they share the temp file)."""
+        current. One pending checkpoint per partition at a time (they share the temp file).
+
+        Without `fork`, the state is read before this returns; with it, a forked child writes
+        from its copy-on-write view of the state, and the caller may change the state as soon as
+        this returns (about 20 ms per GB of process, to copy the page tables). Late in a day one
+        partition's state is ~300 MB: written in place it held the worker's steps 0.4-0.5 s."""
         self.folder.mkdir(parents=True, exist_ok=True)
         saved_ms = int(time.time() * 1000)
         meta = {"offset": ckpt.offset, "alerted": sorted(ckpt.alerted), "saved_ms": saved_ms}
@@ -81,13 +100,30 @@ class CheckpointStore:
         n_state = sum(p.nbytes for p in parts)
         path = self._path(topic, partition)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(_MAGIC + _U64.pack(len(meta_bytes)) + meta_bytes + _U64.pack(n_state))
-            f.writelines(parts)  # any buffer: written as its nbytes raw bytes
-        return PendingCheckpoint(tmp, path)
+        head = _MAGIC + _U64.pack(len(meta_bytes)) + meta_bytes + _U64.pack(n_state)
+        if not fork:
+            _write_file(tmp, head, parts)
+            return PendingCheckpoint(tmp, path)
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of forking a threaded process: the child only writes bytes
+            # already in memory and leaves with os._exit, taking none of the other threads' locks.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: write, then leave without running any of the parent's cleanup
+            code = 1
+            try:
+                gc.disable()  # a collection would touch (and copy) the whole heap
+                _write_file(tmp, head, parts)
+                code = 0
+            except BaseException as e:  # report to stderr: the parent raises on the exit code
+                os.write(2, f"tagtrail: writing checkpoint {tmp} failed: {e!r}\n".encode())
+            finally:
+                os._exit(code)
+        return PendingCheckpoint(tmp, path, writer=pid)
 
     def load(self, topic: str, partition: int) -> Checkpoint | None:
         path = self._path(topic, partition)
+        self._sweep(path)
         if not path.exists():
             return None
         data = path.read_bytes()
@@ -108,6 +144,30 @@ class CheckpointStore:
         state = memoryview(data)[start:]
         alerted = frozenset(meta["alerted"])
         return Checkpoint(int(meta["offset"]), state, alerted, int(meta.get("saved_ms", 0)))
+
+    @staticmethod
+    def _sweep(path: Path) -> None:
+        """Remove temp files of this checkpoint left by writers whose worker died (SIGKILL)."""
+        for tmp in path.parent.glob(path.stem + ".tmp*"):
+            pid = tmp.suffix.removeprefix(".tmp")
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _write_file(tmp: Path, head: bytes, parts: list[memoryview]) -> None:
+    with open(tmp, "wb") as f:
+        f.write(head)
+        f.writelines(parts)  # any buffer: written as its nbytes raw bytes
 
 
 def _load_npz(path: Path) -> Checkpoint:

@@ -34,6 +34,17 @@ QUEUE_SECONDS = Histogram(
     "Broker append of the oldest message in a worker step to the step's start",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# stream/worker.py: a checkpoint holds steps only while its writer process is forked.
+CHECKPOINT_PAUSE = Histogram(
+    "tagtrail_checkpoint_pause_seconds",
+    "Worker steps held to start a partition checkpoint (fork of its writer)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+CHECKPOINT_SECONDS = Histogram(
+    "tagtrail_checkpoint_seconds",
+    "Partition checkpoint started to durable on disk",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 ALERT_LATENCY = Histogram(
     "tagtrail_alert_latency_seconds",
     "Gateway publish of the read to alert produced",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,53 @@ def test_a_written_checkpoint_replaces_the_old_one_only_when_committed(tmp_path:
     restored = Sessionizer(gap_ms=30_000, max_lateness_ms=3_600_000, registry=s.registry)
     restored.restore(after.state)
     assert restored.n_state_reads == s.n_state_reads - 1
+
+
+def _more_reads(s: Sessionizer, version: int) -> None:
+    """Reads on the keys already held: their segments change in place."""
+    s.process(
+        Reads.from_columns(tag_id=np.arange(1, 300), reader_id=np.ones(299),
+                           ts_ms=np.full(299, 1_700_000_300_001), rssi_dbm=np.full(299, -20),
+                           flags=np.zeros(299)),
+        version=version,
+    )  # fmt: skip
+
+
+def test_a_forked_write_holds_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None:
+    s = _sessionizer()
+    at_fork = s.snapshot()
+    store = CheckpointStore(tmp_path)
+    pending = store.write("reads", 2, Checkpoint(5, s.snapshot_parts(), frozenset()), fork=True)
+    assert pending.writer > 0
+    _more_reads(s, version=2)  # while the child may still be writing
+    assert s.snapshot() != at_fork
+    pending.commit()
+    got = store.load("reads", 2)
+    assert got is not None and got.offset == 5 and bytes(got.state) == at_fork
+    assert not pending.tmp.exists()
+
+
+def test_a_failed_forked_write_keeps_the_current_checkpoint(tmp_path: Path) -> None:
+    s = _sessionizer()
+    store = CheckpointStore(tmp_path)
+    store.save("reads", 0, Checkpoint(7, s.snapshot(), frozenset()))
+    pending = store.write("reads", 0, Checkpoint(9, s.snapshot_parts(), frozenset()))
+    pending.tmp.unlink()
+    pending.tmp.mkdir()  # the writer cannot open its temp file
+    failed = store.write("reads", 0, Checkpoint(9, s.snapshot_parts(), frozenset()), fork=True)
+    with pytest.raises(StreamError, match=r"writing checkpoint reads-0\.ckpt failed"):
+        failed.commit()
+    got = store.load("reads", 0)
+    assert got is not None and got.offset == 7
+
+
+def test_temp_files_of_dead_workers_are_swept(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f"reads-1.tmp{int(gone.stdout)}"
+    mine = tmp_path / f"reads-1.tmp{os.getpid()}"
+    other = tmp_path / f"reads-11.tmp{int(gone.stdout)}"
+    for f in (stale, mine, other):
+        f.write_bytes(b"partial")
+    assert CheckpointStore(tmp_path).load("reads", 1) is None
+    assert not stale.exists() and mine.exists() and other.exists()
