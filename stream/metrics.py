@@ -63,7 +63,7 @@ DUPLICATE_READS = Counter(
 CONSUMER_LAG = Gauge(
     "tagtrail_consumer_lag",
     "Messages not yet committed by the consumer group",
-    ["topic", "partition"],
+    ["group", "topic", "partition"],
 )
 # tagtrail/metrics_server.py OpsPoller, from store.health.reader_health over the silence window.
 READERS_SILENT = Gauge(

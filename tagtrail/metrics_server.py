@@ -88,12 +88,15 @@ class OpsPoller:
         self.bootstrap = bootstrap
         self.store_call = store_call
         self.interval_s = interval_s
-        # consumer group -> topics: the workers' group reads, the sinks' group sightings.
+        # consumer group -> topics: the workers' group and the raw-read sinks' group read the
+        # reads, the sinks' group the sightings.
         if groups is None:
+            from stream.raw_sink import raw_group
             from stream.sink import sink_group
 
             groups = {
                 settings.consumer_group: [settings.topic_reads],
+                raw_group(settings): [settings.topic_reads],
                 sink_group(settings): [settings.topic_sightings],
             }
         self.groups = groups
@@ -149,9 +152,9 @@ class OpsPoller:
             for tp in tps:
                 c = committed.get(tp)
                 done = c.offset if c is not None and c.offset >= 0 else 0
-                metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(end[tp] - done, 0)
-                )
+                metrics.CONSUMER_LAG.labels(
+                    group=group, topic=tp.topic, partition=str(tp.partition)
+                ).set(max(end[tp] - done, 0))
 
     async def _poll_readers(self) -> None:
         from store.health import reader_health

@@ -83,7 +83,12 @@ def pipeline() -> list[dict[str, Any]]:
         panel("Late reads", [prom(q("tagtrail_late_reads_total"), "reads/s")]),
         panel(
             "Consumer lag per partition",
-            [prom("sum by (topic, partition) (tagtrail_consumer_lag)", "{{topic}}/{{partition}}")],
+            [
+                prom(
+                    "sum by (group, topic, partition) (tagtrail_consumer_lag)",
+                    "{{group}} {{topic}}/{{partition}}",
+                )
+            ],
         ),
         panel(
             "Worker batch latency",
