@@ -1,8 +1,9 @@
 """`tagtrail bench e2e`: the whole system on this machine, measured as a city would judge it.
 
 Layout (separate processes, so each one's memory and CPU are measured on its own):
-  this process: simulator -> gateway buffers flushed on the wall clock -> publisher (+ theft
-    reports onto the hotlist topic); every read is spooled to disk for the checks
+  this process: simulator -> gateway buffers flushed on the wall clock -> publisher, and the
+    bike owners (benchmarks.e2e_owners: bikes registered, thefts reported on the API); every
+    read is spooled to disk for the checks
   Kafka broker: deploy.kafka.LocalKafka (a JVM)
   `tagtrail up --no-worker` subprocess: sink + embedded store + recovery API, and `workers`
     `tagtrail worker` subprocesses (one consumer group); with workers=0, `tagtrail up` runs the
@@ -28,11 +29,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaProducer
 
 from benchmarks import e2e_checks as checks
 from benchmarks import e2e_procs as ep
 from benchmarks.e2e_feed import FeedResult, feed
+from benchmarks.e2e_owners import Owners
 from benchmarks.e2e_scale import Scale
 from benchmarks.e2e_spool import ReadSpool
 from deploy.kafka.broker import LocalKafka
@@ -227,23 +228,18 @@ async def _measure(
         # cores: from here on it gives way to the processes measured (it cannot delay a
         # publish timestamp, only the send after it, which only adds to the latency measured).
         renice_threads(GENERATOR_NICE)
-        hot = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-        await hot.start()
-        try:
-            async with GatewayPublisher(broker.bootstrap, settings.topic_reads) as pub:
-                fr = await feed(
-                    sim,
-                    pub,
-                    hot,
-                    settings.topic_hotlist,
-                    flush_ms=opts.flush_ms,
-                    flush_slots=opts.flush_slots,
-                    slice_ms=opts.slice_ms,
-                    rate_reads_per_s=opts.rate_reads_per_s,
-                    spool=spool,
-                )
-        finally:
-            await hot.stop()
+        owners = await Owners.create(http, up.admin_key)
+        async with GatewayPublisher(broker.bootstrap, settings.topic_reads) as pub:
+            fr = await feed(
+                sim,
+                pub,
+                owners,
+                flush_ms=opts.flush_ms,
+                flush_slots=opts.flush_slots,
+                slice_ms=opts.slice_ms,
+                rate_reads_per_s=opts.rate_reads_per_s,
+                spool=spool,
+            )
         await wait_drained(settings, broker.bootstrap, timeout_s=opts.drain_timeout_s)
         drained_ms = time.time_ns() // 1_000_000
         stage = await ep.stage_metrics(
@@ -259,6 +255,13 @@ async def _measure(
                 f"/v1/bikes/{tag}/last-seen", params={"reason": "benchmark"}, headers=police
             )
             last_seen[tag] = r.json() if r.status_code == 200 else None
+        # The service marks a case spotted at its first alert: every alerted case should be.
+        r = await http.get(
+            "/v1/thefts", params={"reason": "benchmark", "limit": 5000}, headers=police
+        )
+        r.raise_for_status()
+        ours = {c.case_id for c in fr.cases.values()}
+        spotted = sum(c["status"] == "spotted" and c["case_id"] in ours for c in r.json())
     ep.stop(obs, timeout_s=10)
     # It holds the run's police key: the results folder may be committed.
     (out / "observer.json").unlink()
@@ -267,6 +270,14 @@ async def _measure(
         opts, sim, settings, fr, spool, stored, last_seen, drained_ms, out, sse_path
     )
     result["stages"] = stage
+    # Theft reports the API refused (409: the bike already had an open case), with its reason.
+    result["recovery"]["reports_refused"] = owners.refused
+    result["recovery"]["cases_marked_spotted"] = spotted
+    if owners.answer_ms:
+        result["recovery"]["theft_report_answer"] = checks.percentiles(np.array(owners.answer_ms))
+        result["recovery"]["theft_report_due_to_answer"] = checks.percentiles(
+            np.array(owners.due_to_answer_ms)
+        )
     return result
 
 

@@ -8,11 +8,13 @@ millisecond): the gateways are spread over `flush_slots` phases, one phase flush
 `flush_ms / flush_slots`. `flush_slots=1` is the worst case of all gateways flushing at once.
 Replaying a day 200x faster than real time, one flush then carries many simulated batch intervals,
 as the simulator's outage backlogs already do (ingest/simulator/gateways.py MAX_FLUSH_BATCHES).
-Reads keep the simulator's send order within a gateway. Before the reads arriving after a theft's
-report time, the case goes on the hotlist topic (the stream/alert_records contract), so alerts
-follow the report as in the city. The feed keeps what the checks need: all reads (in memory or in a
-spool, for the reference sightings), the publish wall time of every read of a stolen bike (for alert
-latency), the thefts' ground truth and tracks, and the publish rate over time.
+Reads keep the simulator's send order within a gateway. Thefts go through the recovery API
+(`benchmarks.e2e_owners`): the bike is registered when the simulator reveals its theft, and the
+theft is reported when the replay reaches its report time, concurrently with the flushes (as an
+owner's request does not wait for the city's gateways, nor they for it). The feed keeps what the
+checks need: all reads (in memory or in a spool, for the reference sightings), the publish wall
+time of every read of a stolen bike (for alert latency), the thefts' ground truth and tracks, and
+the publish rate over time.
 """
 
 from __future__ import annotations
@@ -22,28 +24,18 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiokafka import AIOKafkaProducer
 
+from benchmarks.e2e_owners import Case, Owners
 from benchmarks.e2e_spool import ReadSpool
 from ingest.publisher import GatewayPublisher, SentMessages
 from ingest.reads import Reads
 from ingest.simulator import SimChunk, Simulation
-from stream.alert_records import HotlistEntry, encode_hotlist
 
 Columns = dict[str, np.ndarray]
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass
-class Case:
-    case_id: str
-    tag_id: int
-    stolen_at_ms: int
-    reported_at_ms: int
-    registered_wall_ms: int = 0
 
 
 @dataclass
@@ -114,8 +106,7 @@ class _GatewayBuffer:
 async def feed(
     sim: Simulation,
     publisher: GatewayPublisher,
-    hotlist: AIOKafkaProducer,
-    hotlist_topic: str,
+    owners: Owners,
     *,
     flush_ms: int = 1000,
     flush_slots: int = 1,
@@ -139,6 +130,8 @@ async def feed(
     res = FeedResult()
     cfg = sim.cfg
     pending: list[Case] = []  # thefts not yet reported, by report time
+    registering: dict[int, asyncio.Task[None]] = {}  # tag -> its bike's registration
+    reporting: list[asyncio.Task[None]] = []
     stolen_tags = np.empty(0, np.uint64)
     inflight: list[asyncio.Task[None]] = []
     buf = _GatewayBuffer(flush_slots)
@@ -207,7 +200,9 @@ async def feed(
                 strict=True,
             ):
                 if stolen < cfg.end_ms and reported < cfg.end_ms:
-                    pending.append(Case(f"bench-{tag}", tag, stolen, reported))
+                    pending.append(Case("", tag, stolen, reported))
+                    if tag not in registering:
+                        registering[tag] = asyncio.create_task(owners.register(tag))
             pending.sort(key=lambda c: c.reported_at_ms)
             stolen_tags = np.unique(np.concatenate([stolen_tags, th["tag_id"]]))
         if len(ch.tracks["tag_id"]):
@@ -227,7 +222,10 @@ async def feed(
         ):
             slice_end_ms = cfg.start_ms + (int(slice_of[lo]) + 1) * slice_ms
             while pending and pending[0].reported_at_ms < slice_end_ms:
-                await _report(pending.pop(0), res, hotlist, hotlist_topic)
+                case = pending.pop(0)
+                reporting.append(
+                    asyncio.create_task(_report(case, registering.get(case.tag_id), owners, res))
+                )
             rows = Reads(**{k: v[lo:hi] for k, v in reads.columns().items()})  # views
             buf.add(rows, ch.gateway_id[lo:hi])
             queued += hi - lo
@@ -249,8 +247,11 @@ async def feed(
     await flush(final=True)  # whatever is left (nothing, but the current slot's newest)
     for task in inflight:
         await task
-    while pending:  # reports after the last read: still registered, they count as not spotted
-        await _report(pending.pop(0), res, hotlist, hotlist_topic)
+    # Reports after the last read: still made, they count as not spotted.
+    reporting += [
+        asyncio.create_task(_report(c, registering.get(c.tag_id), owners, res)) for c in pending
+    ]
+    await asyncio.gather(*reporting)  # a failed request fails the run, with the API's answer
     return res
 
 
@@ -281,8 +282,8 @@ async def _acked(sent: SentMessages, n_reads: int, res: FeedResult) -> None:
     res.progress.append((res.last_publish_ms, res.n_reads))
 
 
-async def _report(case: Case, res: FeedResult, producer: AIOKafkaProducer, topic: str) -> None:
-    key, value = encode_hotlist(HotlistEntry(case.case_id, case.tag_id, case.stolen_at_ms))
-    await (await producer.send(topic, value, key=key))
-    case.registered_wall_ms = now_ms()
-    res.cases[case.tag_id] = case
+async def _report(
+    case: Case, registered: asyncio.Task[None] | None, owners: Owners, res: FeedResult
+) -> None:
+    if await owners.report(case, registered):  # (a refusal is kept in owners.refused)
+        res.cases[case.tag_id] = case

@@ -130,7 +130,7 @@ def render(
             f"of {c['reference_sightings']:,} reference sightings |",
             f"| false alerts | {r['false_alerts']} | 0 | |",
             f"| cases alerted / spottable | {r.get('cases_spottable_and_alerted', '-')} / "
-            f"{r['cases_spottable_after_report']} | | {r['cases_reported_in_run']} cases |",
+            f"{r['cases_spottable_after_report']} | | {_cases_note(r)} |",
             f"| last-seen correct | {r['last_seen_equals_reference']} / "
             f"{r['last_seen_checked']} | | |",
             f"| store bytes per read | {_n(disk.get('store_bytes_per_read'))} | | |",
@@ -167,6 +167,16 @@ def render(
         "README.md` from the committed results/."
     )
     return "\n".join(lines)
+
+
+def _cases_note(r: dict[str, Any]) -> str:
+    """How many cases, and how they were reported (through the API since it counts spotted)."""
+    if "cases_marked_spotted" not in r:
+        return f"{r['cases_reported_in_run']} cases (put straight on the hotlist topic)"
+    return (
+        f"{r['cases_reported_in_run']} cases reported on the API; "
+        f"{r['cases_marked_spotted']} marked spotted by the service"
+    )
 
 
 def _rss_row(mem: dict[str, Any]) -> str:

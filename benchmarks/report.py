@@ -287,9 +287,14 @@ TERMS = [
     "the alerts topic by the observer process (topic), to the broker's append of the alert "
     "(topic_append: LogAppendTime, when any consumer can read it), and to its receipt on the SSE "
     "stream when the API has one (sse).",
-    "- cases: thefts of the simulator's ground truth reported within the run, put on the hotlist "
-    "topic when the replay passes their report time. Spottable: the bike passed a reader "
-    "after the report. False alert: an alert for a tag with no case, for a sighting before the "
+    "- cases: thefts of the simulator's ground truth reported within the run by their owners on "
+    "the API (`POST /v1/thefts`, the bike registered before) when the replay passes their "
+    "report time; the service puts each on the hotlist and marks it spotted at its first alert "
+    "(cases marked spotted). Spottable: a read of the bike was sent 2 s or more after the API "
+    "answered the report (the case was on the hotlist); passed a reader after report: a "
+    "sighting ends after the simulated report time (the replay runs ~200x faster than the city, "
+    "so the API's answer time is ~200x longer in simulated time; theft_report_answer gives it). "
+    "False alert: an alert for a tag with no case, for a sighting before the "
     "theft, or for a sighting the reference does not have.",
     "- report -> first alert (simulated minutes): from a case's report to the start of its first "
     "alerted sighting (0 when that sighting began before the report: the contract alerts every "

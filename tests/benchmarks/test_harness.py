@@ -47,6 +47,10 @@ def test_e2e_tiny(tmp_path: Path) -> None:
     assert saved["ingest"]["reads"] > 1000
     assert saved["recovery"]["false_alerts"] == 0
     assert saved["recovery"]["duplicate_alert_deliveries"] == 0
+    # Thefts went through the API, which marked each alerted case spotted.
+    rec = saved["recovery"]
+    assert rec["reports_refused"] == [] and rec["cases_reported_in_run"] > 0
+    assert rec["cases_marked_spotted"] == rec["cases_alerted"]
     # Alert latency is either a figure or says why not; never silently missing.
     for where in ("topic", "sse"):
         lat = saved["alert_latency"][where]
