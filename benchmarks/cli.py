@@ -66,6 +66,13 @@ def e2e(
             "1 = every gateway flushes at the same moment (the worst case)",
         ),
     ] = 20,
+    reports: Annotated[
+        str,
+        typer.Option(
+            help="theft reports: 'topic' straight onto the hotlist topic; 'api' by bike owners "
+            "on the recovery API (its case path under the load, at the replay's report rate)"
+        ),
+    ] = "topic",
     workers: Annotated[
         int,
         typer.Option(
@@ -87,6 +94,8 @@ def e2e(
         sc = parse_scale(scale)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if reports not in ("topic", "api"):
+        raise typer.BadParameter(f"--reports is 'topic' or 'api', not {reports!r}")
     run_id, out = new_run_dir("e2e", scale, results_dir)
     work = Path(tempfile.mkdtemp(prefix="tagtrail-bench-"))
     info = {"run_id": run_id, "command": _command("e2e")}
@@ -103,6 +112,7 @@ def e2e(
             rate_reads_per_s=rate,
             flush_ms=flush_ms,
             flush_slots=flush_slots,
+            reports=reports,
             workers=workers,
             profile=profile,
             peer=peer,

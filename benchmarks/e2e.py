@@ -2,8 +2,8 @@
 
 Layout (separate processes, so each one's memory and CPU are measured on its own):
   this process: simulator -> gateway buffers flushed on the wall clock -> publisher, and the
-    bike owners (benchmarks.e2e_owners: bikes registered, thefts reported on the API); every
-    read is spooled to disk for the checks
+    theft reports (benchmarks.e2e_owners: straight onto the hotlist topic, or by bike owners on
+    the API with `reports="api"`); every read is spooled to disk for the checks
   Kafka broker: deploy.kafka.LocalKafka (a JVM)
   `tagtrail up --no-worker` subprocess: sink + embedded store + recovery API, and `workers`
     `tagtrail worker` subprocesses (one consumer group); with workers=0, `tagtrail up` runs the
@@ -29,11 +29,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from aiokafka import AIOKafkaProducer
 
 from benchmarks import e2e_checks as checks
 from benchmarks import e2e_procs as ep
 from benchmarks.e2e_feed import FeedResult, feed
-from benchmarks.e2e_owners import Owners
+from benchmarks.e2e_owners import HotlistReports, Owners, Reporter
 from benchmarks.e2e_scale import Scale
 from benchmarks.e2e_spool import ReadSpool
 from deploy.kafka.broker import LocalKafka
@@ -69,6 +70,9 @@ class E2EOptions:
     # Each gateway flushes at one of this many phases of flush_ms, as independent uplinks do; 1:
     # all at the same moment (the worst case).
     flush_slots: int = 20
+    # "topic": theft reports go straight onto the hotlist topic; "api": owners register the
+    # bikes and report the thefts on the recovery API (its case path runs under the load).
+    reports: str = "topic"
     workers: int = 1  # `tagtrail worker` processes; 0: the worker runs inside `tagtrail up`
     profile: bool = False  # run the pipeline processes under cProfile (raw/*.prof)
     drain_timeout_s: float = 3600.0
@@ -228,18 +232,27 @@ async def _measure(
         # cores: from here on it gives way to the processes measured (it cannot delay a
         # publish timestamp, only the send after it, which only adds to the latency measured).
         renice_threads(GENERATOR_NICE)
-        owners = await Owners.create(http, up.admin_key)
-        async with GatewayPublisher(broker.bootstrap, settings.topic_reads) as pub:
-            fr = await feed(
-                sim,
-                pub,
-                owners,
-                flush_ms=opts.flush_ms,
-                flush_slots=opts.flush_slots,
-                slice_ms=opts.slice_ms,
-                rate_reads_per_s=opts.rate_reads_per_s,
-                spool=spool,
+        hot = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        await hot.start()
+        try:
+            owners: Reporter = (
+                await Owners.create(http, up.admin_key)
+                if opts.reports == "api"
+                else HotlistReports(hot, settings.topic_hotlist)
             )
+            async with GatewayPublisher(broker.bootstrap, settings.topic_reads) as pub:
+                fr = await feed(
+                    sim,
+                    pub,
+                    owners,
+                    flush_ms=opts.flush_ms,
+                    flush_slots=opts.flush_slots,
+                    slice_ms=opts.slice_ms,
+                    rate_reads_per_s=opts.rate_reads_per_s,
+                    spool=spool,
+                )
+        finally:
+            await hot.stop()
         await wait_drained(settings, broker.bootstrap, timeout_s=opts.drain_timeout_s)
         drained_ms = time.time_ns() // 1_000_000
         stage = await ep.stage_metrics(
@@ -256,12 +269,14 @@ async def _measure(
             )
             last_seen[tag] = r.json() if r.status_code == 200 else None
         # The service marks a case spotted at its first alert: every alerted case should be.
-        r = await http.get(
-            "/v1/thefts", params={"reason": "benchmark", "limit": 5000}, headers=police
-        )
-        r.raise_for_status()
-        ours = {c.case_id for c in fr.cases.values()}
-        spotted = sum(c["status"] == "spotted" and c["case_id"] in ours for c in r.json())
+        spotted = None
+        if opts.reports == "api":
+            r = await http.get(
+                "/v1/thefts", params={"reason": "benchmark", "limit": 5000}, headers=police
+            )
+            r.raise_for_status()
+            ours = {c.case_id for c in fr.cases.values()}
+            spotted = sum(c["status"] == "spotted" and c["case_id"] in ours for c in r.json())
     ep.stop(obs, timeout_s=10)
     # It holds the run's police key: the results folder may be committed.
     (out / "observer.json").unlink()
@@ -272,7 +287,9 @@ async def _measure(
     result["stages"] = stage
     # Theft reports the API refused (409: the bike already had an open case), with its reason.
     result["recovery"]["reports_refused"] = owners.refused
-    result["recovery"]["cases_marked_spotted"] = spotted
+    result["recovery"]["reports"] = opts.reports
+    if spotted is not None:
+        result["recovery"]["cases_marked_spotted"] = spotted
     if owners.answer_ms:
         result["recovery"]["theft_report_answer"] = checks.percentiles(np.array(owners.answer_ms))
         result["recovery"]["theft_report_due_to_answer"] = checks.percentiles(

@@ -18,7 +18,7 @@ from stream.records import SIGHTING_COLUMNS
 IDENTITY = ["tag_id", "reader_id", "first_ts"]
 # A case alerts on what the workers see once it is on the hotlist: reads sent this long after the
 # API answered the report (the workers' hotlist followers have it by then).
-HOTLIST_MARGIN_MS = 2000
+HOTLIST_MARGIN_MS = 1000
 
 
 def compare_sightings(stored: pd.DataFrame, reference: pd.DataFrame) -> dict[str, int]:

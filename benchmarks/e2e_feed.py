@@ -8,13 +8,13 @@ millisecond): the gateways are spread over `flush_slots` phases, one phase flush
 `flush_ms / flush_slots`. `flush_slots=1` is the worst case of all gateways flushing at once.
 Replaying a day 200x faster than real time, one flush then carries many simulated batch intervals,
 as the simulator's outage backlogs already do (ingest/simulator/gateways.py MAX_FLUSH_BATCHES).
-Reads keep the simulator's send order within a gateway. Thefts go through the recovery API
-(`benchmarks.e2e_owners`): the bike is registered when the simulator reveals its theft, and the
-theft is reported when the replay reaches its report time, concurrently with the flushes (as an
-owner's request does not wait for the city's gateways, nor they for it). The feed keeps what the
-checks need: all reads (in memory or in a spool, for the reference sightings), the publish wall
-time of every read of a stolen bike (for alert latency), the thefts' ground truth and tracks, and
-the publish rate over time.
+Reads keep the simulator's send order within a gateway. Thefts are reported
+(`benchmarks.e2e_owners`: on the recovery API, the bike registered when the simulator reveals its
+theft, or straight onto the hotlist topic) when the replay reaches their report time,
+concurrently with the flushes (a report does not wait for the city's gateways, nor they for
+it). The feed keeps what the checks need: all reads (in memory or in a spool, for the reference
+sightings), the publish wall time of every read of a stolen bike (for alert latency), the thefts'
+ground truth and tracks, and the publish rate over time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.e2e_owners import Case, Owners
+from benchmarks.e2e_owners import Case, Reporter
 from benchmarks.e2e_spool import ReadSpool
 from ingest.publisher import GatewayPublisher, SentMessages
 from ingest.reads import Reads
@@ -106,7 +106,7 @@ class _GatewayBuffer:
 async def feed(
     sim: Simulation,
     publisher: GatewayPublisher,
-    owners: Owners,
+    owners: Reporter,
     *,
     flush_ms: int = 1000,
     flush_slots: int = 1,
@@ -283,7 +283,7 @@ async def _acked(sent: SentMessages, n_reads: int, res: FeedResult) -> None:
 
 
 async def _report(
-    case: Case, registered: asyncio.Task[None] | None, owners: Owners, res: FeedResult
+    case: Case, registered: asyncio.Task[None] | None, owners: Reporter, res: FeedResult
 ) -> None:
     if await owners.report(case, registered):  # (a refusal is kept in owners.refused)
         res.cases[case.tag_id] = case

@@ -1,10 +1,15 @@
-"""The e2e benchmark's bike owners: they register their bikes and report thefts on the recovery API.
+"""The e2e benchmark's theft reports: by owners on the recovery API, or straight onto the hotlist.
 
-A theft's bike is registered (`POST /v1/bikes`) when the simulator reveals the theft, and the theft
-is reported (`POST /v1/thefts`) when the replay passes its report time, by one of a few owner
-keys, as owners do in the city. So the run goes through the service's own path: the case is
-stored, the API puts it on the hotlist, and each case's first alert makes the service mark it
-spotted (`recovery.alert_feed`), all while the load is measured.
+`Owners` (`--reports api`): a theft's bike is registered (`POST /v1/bikes`) when the simulator
+reveals the theft, and the theft is reported (`POST /v1/thefts`) when the replay passes its
+report time, by one of a few owner keys, as owners do in the city. The run then goes through the
+service's own path: the case is stored, the API puts it on the hotlist, and each case's first
+alert makes the service mark it spotted (`recovery.alert_feed`), all while the load is measured.
+The replay runs a day ~200x faster than the city lives and with ~30x its thefts, so the API gets
+thousands of times the city's report rate, on top of the ingest load, on the same two cores.
+
+`HotlistReports` (`--reports topic`, the default): each case goes straight on the hotlist topic
+(the stream/alert_records contract), as the API puts it there; the service has no record of it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from aiokafka import AIOKafkaProducer
+
+from stream.alert_records import HotlistEntry, encode_hotlist
 
 # Owner keys the stolen bikes are spread over (each key has its own request budget).
 N_OWNERS = 8
@@ -80,6 +88,33 @@ class Owners:
         case.case_id = r.json()["case"]["case_id"]
         case.registered_wall_ms = answered
         return True
+
+
+@dataclass
+class HotlistReports:
+    """Reports written straight to the hotlist topic; the same interface as `Owners`."""
+
+    producer: AIOKafkaProducer
+    topic: str
+    refused: list[str] = field(default_factory=list)  # (never: nothing refuses)
+    answer_ms: list[int] = field(default_factory=list)
+    due_to_answer_ms: list[int] = field(default_factory=list)
+
+    async def register(self, tag_id: int) -> None:
+        return None  # the hotlist has no bikes, only cases
+
+    async def report(self, case: Case, registered: asyncio.Future[None] | None) -> bool:
+        due = _now_ms()
+        case.case_id = f"bench-{case.tag_id}"
+        key, value = encode_hotlist(HotlistEntry(case.case_id, case.tag_id, case.stolen_at_ms))
+        await (await self.producer.send(self.topic, value, key=key))
+        case.registered_wall_ms = _now_ms()
+        self.answer_ms.append(case.registered_wall_ms - due)
+        self.due_to_answer_ms.append(case.registered_wall_ms - due)
+        return True
+
+
+Reporter = Owners | HotlistReports
 
 
 def _now_ms() -> int:

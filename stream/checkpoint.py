@@ -6,18 +6,24 @@ on assignment a worker loads it and re-applies the messages after `offset` (idem
 set, rows carry versions), so the state is complete however offsets were committed.
 
 A running worker writes from a forked process (`write(..., fork=True)`): the fork is a
-copy-on-write snapshot of the state, so its steps go on while the file is written.
+copy-on-write snapshot of the state, so its steps go on while the file is written. The other
+partitions' state is kept out of the child (`unshared`): the fork then copies fewer page tables,
+and the worker's writes to those partitions meanwhile cost no copy-on-write faults.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
+import mmap
 import os
+import signal
 import struct
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +87,12 @@ class CheckpointStore:
         self.write(topic, partition, ckpt).commit()
 
     def write(
-        self, topic: str, partition: int, ckpt: Checkpoint, fork: bool = False
+        self,
+        topic: str,
+        partition: int,
+        ckpt: Checkpoint,
+        fork: bool = False,
+        unshared: Sequence[np.ndarray] = (),
     ) -> PendingCheckpoint:
         """Write the checkpoint's temp file; `commit()` on the result makes it durable and
         current. One pending checkpoint per partition at a time (they share the temp file).
@@ -89,7 +100,10 @@ class CheckpointStore:
         Without `fork`, the state is read before this returns; with it, a forked child writes
         from its copy-on-write view of the state, and the caller may change the state as soon as
         this returns (about 20 ms per GB of process, to copy the page tables). Late in a day one
-        partition's state is ~300 MB: written in place it held the worker's steps 0.4-0.5 s."""
+        partition's state is ~300 MB: written in place it held the worker's steps 0.4-0.5 s.
+        `unshared`: arrays the checkpoint does not read (other partitions' state), left out of
+        the child; the child must not touch them, and they must not change until this returns.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         saved_ms = int(time.time() * 1000)
         meta = {"offset": ckpt.offset, "alerted": sorted(ckpt.alerted), "saved_ms": saved_ms}
@@ -104,21 +118,13 @@ class CheckpointStore:
         if not fork:
             _write_file(tmp, head, parts)
             return PendingCheckpoint(tmp, path)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _kept_from_fork(unshared):
             # Python 3.12+ warns of forking a threaded process: the child only writes bytes
             # already in memory and leaves with os._exit, taking none of the other threads' locks.
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
-        if pid == 0:  # the child: write, then leave without running any of the parent's cleanup
-            code = 1
-            try:
-                gc.disable()  # a collection would touch (and copy) the whole heap
-                _write_file(tmp, head, parts)
-                code = 0
-            except BaseException as e:  # report to stderr: the parent raises on the exit code
-                os.write(2, f"tagtrail: writing checkpoint {tmp} failed: {e!r}\n".encode())
-            finally:
-                os._exit(code)
+            if pid == 0:
+                _child_write(tmp, head, parts)  # never returns, nor leaves this block
         return PendingCheckpoint(tmp, path, writer=pid)
 
     def load(self, topic: str, partition: int) -> Checkpoint | None:
@@ -162,6 +168,50 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+@contextmanager
+def _kept_from_fork(arrays: Sequence[np.ndarray]) -> Iterator[None]:
+    """While inside, a fork does not map the pages that each array holds alone (MADV_DONTFORK on
+    the whole pages within its buffer: the pages it shares with neighbouring allocations stay).
+    Restored on exit, before the memory can be freed or reused."""
+    page = mmap.PAGESIZE
+    kept: list[tuple[int, int]] = []
+    try:
+        for a in arrays:
+            lo = -(-a.ctypes.data // page) * page
+            hi = (a.ctypes.data + a.nbytes) // page * page
+            # A range madvise refuses simply stays shared with the child: correct, only slower.
+            if hi > lo and _LIBC.madvise(lo, hi - lo, mmap.MADV_DONTFORK) == 0:
+                kept.append((lo, hi - lo))
+        yield
+    finally:
+        for lo, n in kept:
+            if _LIBC.madvise(lo, n, mmap.MADV_DOFORK) != 0:
+                # Left out of later children, this memory may come to hold what they need.
+                err = ctypes.get_errno()
+                raise OSError(err, f"madvise(MADV_DOFORK) failed: {os.strerror(err)}")
+
+
+def _child_write(tmp: Path, head: bytes, parts: list[memoryview]) -> None:
+    """In the forked child: write, then leave without running any of the parent's cleanup."""
+    code = 1
+    try:
+        # A crash ends the child at once: an embedded ClickHouse's handlers would wait for its
+        # signal-listener thread, which the child does not have.
+        for sig in (signal.SIGSEGV, signal.SIGBUS):
+            signal.signal(sig, signal.SIG_DFL)
+        gc.disable()  # a collection would touch (and copy) the whole heap
+        _write_file(tmp, head, parts)
+        code = 0
+    except BaseException as e:  # reported on stderr: the parent raises on the exit code
+        os.write(2, f"tagtrail: writing checkpoint {tmp} failed: {e!r}\n".encode())
+    finally:
+        os._exit(code)
 
 
 def _write_file(tmp: Path, head: bytes, parts: list[memoryview]) -> None:

@@ -176,6 +176,11 @@ class Processor:
         # Zero-copy views: the worker writes them out before the state changes again.
         return Checkpoint(st.offset, st.sessionizer.snapshot_parts(), frozenset(st.alerted))
 
+    def arrays_except(self, partition: int) -> list[np.ndarray]:
+        """The state arrays of every other partition (valid until the state changes)."""
+        others = [st for p, st in self.partitions.items() if p != partition]
+        return [a for st in others for a in st.sessionizer.arrays()]
+
     def step(self, messages: list[Message]) -> Outcome:
         """Apply messages: `begin` and `finish` in one go (outputs of both in one Outcome)."""
         pending = self.begin(messages)

@@ -252,6 +252,10 @@ class Sessionizer:
         }
         return self._store.to_parts(meta)
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays holding the state (valid until the state changes)."""
+        return self._store.arrays()
+
     def restore(self, data: bytes | memoryview) -> None:
         """Replace the state by a snapshot (any bytes-like object, e.g. an mmap of a checkpoint
         file); ValueError if it is not one or its gap_ms differs."""

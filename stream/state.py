@@ -138,6 +138,10 @@ class ReadStore:
     def pos_arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(self.pos[k] for k in _POS_FIELDS)
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """Every array of the state (whole, not the used parts): the memory it holds."""
+        return (*self.keys(), self.h_slot, *self.pool_arrays(), *self.pos_arrays(), self.free)
+
     @property
     def n_reads(self) -> int:
         return int(self.k_len[: self.n_keys].sum(dtype=np.int64))

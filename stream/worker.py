@@ -344,8 +344,10 @@ class Worker:
             t0 = time.perf_counter()
             ckpt = self.processor.checkpoint(p)
             topic = self.settings.topic_reads
+            others = self.processor.arrays_except(p)
             written = await loop.run_in_executor(
-                self._pool, partial(self.checkpoints.write, topic, p, ckpt, fork=True)
+                self._pool,
+                partial(self.checkpoints.write, topic, p, ckpt, fork=True, unshared=others),
             )
             held = time.perf_counter() - t0
             metrics.CHECKPOINT_PAUSE.observe(held)

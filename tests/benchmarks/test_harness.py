@@ -34,7 +34,9 @@ def test_parse_scale() -> None:
 @pytest.mark.kafka
 def test_e2e_tiny(tmp_path: Path) -> None:
     run_id, out = new_run_dir("e2e", "0.002", tmp_path / "results")
-    opts = E2EOptions(scale=parse_scale("0.002"), work_dir=tmp_path / "work", peer_max_reads=5_000)
+    opts = E2EOptions(
+        scale=parse_scale("0.002"), work_dir=tmp_path / "work", peer_max_reads=5_000, reports="api"
+    )
     res = asyncio.run(run_e2e(opts, out / "raw"))
     result = {"run_id": run_id, "kind": "e2e", "command": "test", "machine": _machine()} | res
     report = write_report(result, out)
@@ -47,7 +49,7 @@ def test_e2e_tiny(tmp_path: Path) -> None:
     assert saved["ingest"]["reads"] > 1000
     assert saved["recovery"]["false_alerts"] == 0
     assert saved["recovery"]["duplicate_alert_deliveries"] == 0
-    # Thefts went through the API, which marked each alerted case spotted.
+    # Thefts went through the API (reports="api"), which marked each alerted case spotted.
     rec = saved["recovery"]
     assert rec["reports_refused"] == [] and rec["cases_reported_in_run"] > 0
     assert rec["cases_marked_spotted"] == rec["cases_alerted"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from ingest.reads import Reads
-from stream.checkpoint import Checkpoint, CheckpointStore
+from stream.checkpoint import Checkpoint, CheckpointStore, _kept_from_fork
 from stream.dedup import ReaderRegistry
 from stream.exceptions import StreamError
 from stream.sessionize import Sessionizer
@@ -138,3 +140,35 @@ def test_temp_files_of_dead_workers_are_swept(tmp_path: Path) -> None:
         f.write_bytes(b"partial")
     assert CheckpointStore(tmp_path).load("reads", 1) is None
     assert not stale.exists() and mine.exists() and other.exists()
+
+
+def _child_exit(check: object) -> int:
+    """Fork a child that exits 0 if check() is true (1 if not); its exit code or -signal."""
+    pid = os.fork()
+    if pid == 0:
+        # A crash ends it at once (chdb's handlers, loaded by other tests, wait for a thread
+        # the child does not have), without a core dump of the whole test process.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+        os._exit(0 if check() else 1)  # type: ignore[operator]
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_memory_kept_from_a_fork_is_not_in_the_child_and_is_shared_again_after() -> None:
+    a = np.arange(1 << 20, dtype=np.int64)  # 8 MB: whole pages of its own
+    with _kept_from_fork([a]):
+        assert _child_exit(lambda: a[len(a) // 2] == len(a) // 2) == -signal.SIGSEGV
+    assert _child_exit(lambda: a[len(a) // 2] == len(a) // 2) == 0
+
+
+def test_a_forked_write_leaves_out_other_partitions_state(tmp_path: Path) -> None:
+    s, other = _sessionizer(), _sessionizer()
+    _more_reads(other, version=2)
+    at_fork, other_state = s.snapshot(), other.snapshot()
+    store = CheckpointStore(tmp_path)
+    ckpt = Checkpoint(5, s.snapshot_parts(), frozenset())
+    store.write("reads", 2, ckpt, fork=True, unshared=other.arrays()).commit()
+    got = store.load("reads", 2)
+    assert got is not None and bytes(got.state) == at_fork
+    assert _child_exit(lambda: other.snapshot() == other_state) == 0
