@@ -29,6 +29,12 @@ def _paced(run: dict[str, Any]) -> bool:
     return bool(run.get("scale", {}).get("rate_limit_reads_per_s"))
 
 
+def _reports_on_topic(run: dict[str, Any]) -> bool:
+    """Theft reports went onto the hotlist topic (the default; `--reports api` is a study of
+    the API's case path at the replay's report rate, not comparable run to run)."""
+    return run.get("recovery", {}).get("reports", "topic") == "topic"
+
+
 _WHERE = {
     "topic_append": "topic, broker append",
     "topic": "topic, observer's receipt",
@@ -47,7 +53,7 @@ def latest(
     """The newest unpaced e2e run (throughput); the newest paced e2e runs (latency), one with
     gateways at their own flush phases and one with all flushing at once, where there are; the
     newest micro run."""
-    e2e = _all(root, "e2e")
+    e2e = [r for r in _all(root, "e2e") if _reports_on_topic(r)]
     micro = _all(root, "micro")
     full = [r for r in e2e if not _paced(r)]
     paced = [r for r in e2e if _paced(r)]

@@ -206,6 +206,8 @@ def _child_write(tmp: Path, head: bytes, parts: list[memoryview]) -> None:
         for sig in (signal.SIGSEGV, signal.SIGBUS):
             signal.signal(sig, signal.SIG_DFL)
         gc.disable()  # a collection would touch (and copy) the whole heap
+        # Background work: the worker's steps (and the rest of the machine) go first.
+        os.nice(10)
         _write_file(tmp, head, parts)
         code = 0
     except BaseException as e:  # reported on stderr: the parent raises on the exit code

@@ -317,8 +317,8 @@ class Worker:
             log.warning("offset commit failed (%r): those messages will be processed again", e)
 
     def _checkpoint_due(self, turns: int = 1) -> bool:
-        # Partitions take turns: each is saved every checkpoint interval, and a write holds up
-        # steps for one partition's state (a day's state is ~1 GB in all, written and fsynced).
+        # Partitions take turns: each is saved every checkpoint interval (a day's state is ~1 GB
+        # in all, written and fsynced), so one partition's write is in progress at a time.
         every = self.settings.checkpoint_interval_s / max(len(self._owned), 1)
         return bool(self._dirty) and time.monotonic() - self._last_checkpoint >= turns * every
 
