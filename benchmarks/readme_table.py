@@ -30,8 +30,8 @@ def _paced(run: dict[str, Any]) -> bool:
 
 
 def _reports_on_topic(run: dict[str, Any]) -> bool:
-    """Theft reports went onto the hotlist topic (the default; `--reports api` is a study of
-    the API's case path at the replay's report rate, not comparable run to run)."""
+    """Theft reports went onto the hotlist topic (the default). The latency rows leave out
+    `--reports api` runs: a study of the API's case path at the replay's report rate."""
     return run.get("recovery", {}).get("reports", "topic") == "topic"
 
 
@@ -53,10 +53,10 @@ def latest(
     """The newest unpaced e2e run (throughput); the newest paced e2e runs (latency), one with
     gateways at their own flush phases and one with all flushing at once, where there are; the
     newest micro run."""
-    e2e = [r for r in _all(root, "e2e") if _reports_on_topic(r)]
+    e2e = _all(root, "e2e")
     micro = _all(root, "micro")
     full = [r for r in e2e if not _paced(r)]
-    paced = [r for r in e2e if _paced(r)]
+    paced = [r for r in e2e if _paced(r) and _reports_on_topic(r)]
     newest = [
         runs[-1]
         for runs in ([r for r in paced if not _aligned(r)], [r for r in paced if _aligned(r)])
