@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.exceptions import StreamError
+from tagtrail.runtime import pid_alive
 
 # File: magic, u64 meta length, meta JSON, u64 state length, state bytes. The state is written
 # from zero-copy views of the live arrays, so a checkpoint of a day's state (hundreds of MB)
@@ -156,18 +157,8 @@ class CheckpointStore:
         """Remove temp files of this checkpoint left by writers whose worker died (SIGKILL)."""
         for tmp in path.parent.glob(path.stem + ".tmp*"):
             pid = tmp.suffix.removeprefix(".tmp")
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)

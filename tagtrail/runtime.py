@@ -44,13 +44,14 @@ def clear_running(settings: Settings) -> None:
     _path(settings).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # someone else's process
     return True
 
 
@@ -61,4 +62,4 @@ def find_running(settings: Settings) -> RunningPipeline | None:
         info = RunningPipeline(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return info if _alive(info.pid) else None
+    return info if pid_alive(info.pid) else None
