@@ -235,7 +235,7 @@ async def _measure(
         hot = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
         await hot.start()
         try:
-            owners: Reporter = (
+            reporter: Reporter = (
                 await Owners.create(http, up.admin_key)
                 if opts.reports == "api"
                 else HotlistReports(hot, settings.topic_hotlist)
@@ -244,7 +244,7 @@ async def _measure(
                 fr = await feed(
                     sim,
                     pub,
-                    owners,
+                    reporter,
                     flush_ms=opts.flush_ms,
                     flush_slots=opts.flush_slots,
                     slice_ms=opts.slice_ms,
@@ -286,14 +286,14 @@ async def _measure(
     )
     result["stages"] = stage
     # Theft reports the API refused (409: the bike already had an open case), with its reason.
-    result["recovery"]["reports_refused"] = owners.refused
+    result["recovery"]["reports_refused"] = reporter.refused
     result["recovery"]["reports"] = opts.reports
     if spotted is not None:
         result["recovery"]["cases_marked_spotted"] = spotted
-    if owners.answer_ms:
-        result["recovery"]["theft_report_answer"] = checks.percentiles(np.array(owners.answer_ms))
+    if reporter.answer_ms:
+        result["recovery"]["theft_report_answer"] = checks.percentiles(np.array(reporter.answer_ms))
         result["recovery"]["theft_report_due_to_answer"] = checks.percentiles(
-            np.array(owners.due_to_answer_ms)
+            np.array(reporter.due_to_answer_ms)
         )
     return result
 

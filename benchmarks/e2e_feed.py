@@ -25,17 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.e2e_owners import Case, Reporter
+from benchmarks.e2e_owners import Case, Reporter, now_ms
 from benchmarks.e2e_spool import ReadSpool
 from ingest.publisher import GatewayPublisher, SentMessages
 from ingest.reads import Reads
 from ingest.simulator import SimChunk, Simulation
 
 Columns = dict[str, np.ndarray]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -106,7 +102,7 @@ class _GatewayBuffer:
 async def feed(
     sim: Simulation,
     publisher: GatewayPublisher,
-    owners: Reporter,
+    reporter: Reporter,
     *,
     flush_ms: int = 1000,
     flush_slots: int = 1,
@@ -202,7 +198,7 @@ async def feed(
                 if stolen < cfg.end_ms and reported < cfg.end_ms:
                     pending.append(Case("", tag, stolen, reported))
                     if tag not in registering:
-                        registering[tag] = asyncio.create_task(owners.register(tag))
+                        registering[tag] = asyncio.create_task(reporter.register(tag))
             pending.sort(key=lambda c: c.reported_at_ms)
             stolen_tags = np.unique(np.concatenate([stolen_tags, th["tag_id"]]))
         if len(ch.tracks["tag_id"]):
@@ -224,7 +220,7 @@ async def feed(
             while pending and pending[0].reported_at_ms < slice_end_ms:
                 case = pending.pop(0)
                 reporting.append(
-                    asyncio.create_task(_report(case, registering.get(case.tag_id), owners, res))
+                    asyncio.create_task(_report(case, registering.get(case.tag_id), reporter, res))
                 )
             rows = Reads(**{k: v[lo:hi] for k, v in reads.columns().items()})  # views
             buf.add(rows, ch.gateway_id[lo:hi])
@@ -249,7 +245,7 @@ async def feed(
         await task
     # Reports after the last read: still made, they count as not spotted.
     reporting += [
-        asyncio.create_task(_report(c, registering.get(c.tag_id), owners, res)) for c in pending
+        asyncio.create_task(_report(c, registering.get(c.tag_id), reporter, res)) for c in pending
     ]
     await asyncio.gather(*reporting)  # a failed request fails the run, with the API's answer
     return res
@@ -283,7 +279,7 @@ async def _acked(sent: SentMessages, n_reads: int, res: FeedResult) -> None:
 
 
 async def _report(
-    case: Case, registered: asyncio.Task[None] | None, owners: Reporter, res: FeedResult
+    case: Case, registered: asyncio.Task[None] | None, reporter: Reporter, res: FeedResult
 ) -> None:
-    if await owners.report(case, registered):  # (a refusal is kept in owners.refused)
+    if await reporter.report(case, registered):  # (a refusal is kept in reporter.refused)
         res.cases[case.tag_id] = case

@@ -72,13 +72,13 @@ class Owners:
     async def report(self, case: Case, registered: asyncio.Future[None] | None) -> bool:
         """Report the theft once its bike is registered; False if the API refused it (409: the
         bike already has an open case), which is recorded in `refused`."""
-        due = _now_ms()
+        due = now_ms()
         if registered is not None:
             await registered
         body = {"tag_id": case.tag_id, "stolen_at": case.stolen_at_ms, "place": "benchmark"}
-        sent = _now_ms()
+        sent = now_ms()
         r = await self.http.post("/v1/thefts", json=body, headers=self._auth(case.tag_id))
-        answered = _now_ms()
+        answered = now_ms()
         self.answer_ms.append(answered - sent)
         self.due_to_answer_ms.append(answered - due)
         if r.status_code == 409:
@@ -104,11 +104,11 @@ class HotlistReports:
         return None  # the hotlist has no bikes, only cases
 
     async def report(self, case: Case, registered: asyncio.Future[None] | None) -> bool:
-        due = _now_ms()
+        due = now_ms()
         case.case_id = f"bench-{case.tag_id}"
         key, value = encode_hotlist(HotlistEntry(case.case_id, case.tag_id, case.stolen_at_ms))
         await (await self.producer.send(self.topic, value, key=key))
-        case.registered_wall_ms = _now_ms()
+        case.registered_wall_ms = now_ms()
         self.answer_ms.append(case.registered_wall_ms - due)
         self.due_to_answer_ms.append(case.registered_wall_ms - due)
         return True
@@ -117,7 +117,7 @@ class HotlistReports:
 Reporter = Owners | HotlistReports
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 

@@ -176,8 +176,8 @@ def render(
 
 
 def _cases_note(r: dict[str, Any]) -> str:
-    """How many cases, and how they were reported (through the API since it counts spotted)."""
-    if "cases_marked_spotted" not in r:
+    """How many cases, and how they were reported (`recovery.reports`; topic before it)."""
+    if r.get("reports", "topic") == "topic":
         return f"{r['cases_reported_in_run']} cases (put straight on the hotlist topic)"
     return (
         f"{r['cases_reported_in_run']} cases reported on the API; "
