@@ -32,14 +32,18 @@ _INSERT_SETTINGS = (
     "min_insert_block_size_rows=1048576, min_insert_block_size_bytes=0"
 )
 
-# Merges are bulk work: at nice 10 they take the CPU that the stream and the API leave, and still
-# ~10% of a busy core (CFS weights), so parts keep merging. (py-spy/proc over a paced day: merge
-# threads were the API process's largest CPU user, 126 s, competing with alert bursts.) ClickHouse's
-# own os_threads_nice_value_merge_mutate needs CAP_SYS_NICE; raising one's own nice does not.
-MERGE_THREAD_NICE = 10
-MERGE_THREAD_NAMES = ("MergeMutate",)
-# The engine starts pool threads lazily: they are looked for again after inserts, this often.
-_RENICE_EVERY_S = 10.0
+# The engine's native pools are bulk work: at nice 10 they take the CPU that the stream and the
+# API leave, and still ~10% of a busy core (CFS weights), so inserts and merges keep up. Merges
+# were the API process's largest CPU user over a paced day (126 s, py-spy/proc), and the insert
+# pool (`ThreadPool`: the inserts' blocks and their materialized views, 84 s) competed at nice 0
+# with the alert bursts of the worker and the API. Only native threads: a Python thread at a
+# higher nice value, descheduled while it held the GIL, would hold up the whole process.
+# ClickHouse's own os_threads_nice_value_* settings need CAP_SYS_NICE; raising one's own does not.
+ENGINE_THREAD_NICE = 10
+ENGINE_THREAD_NAMES = ("MergeMutate", "ThreadPool")
+# The engine starts pool threads lazily (and ends idle ones): looked for again after inserts,
+# this often (~2 ms for 100 threads).
+_RENICE_EVERY_S = 1.0
 
 _lock = threading.Lock()
 _engine: dict[str, Any] = {"path": None, "session": None, "refs": 0}
@@ -164,7 +168,7 @@ class EmbeddedBackend:
         )
         if time.monotonic() - self._reniced_at >= _RENICE_EVERY_S:
             self._reniced_at = time.monotonic()
-            renice_threads(MERGE_THREAD_NICE, MERGE_THREAD_NAMES)
+            renice_threads(ENGINE_THREAD_NICE, ENGINE_THREAD_NAMES)
 
     def server_version(self) -> tuple[int, int]:
         v = str(self.execute("SELECT version()")[0][0]).split(".")

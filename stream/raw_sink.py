@@ -36,13 +36,10 @@ from stream.processing import accepted_reads
 from stream.registry import RegistryFollower
 from stream.store_retry import with_retries
 from tagtrail.config import Settings
-from tagtrail.priority import renice_this_thread
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
-# Bulk work: the thread gives way to the event loop's alert streams and to the worker.
-THREAD_NICE = 10
 
 
 def raw_group(settings: Settings) -> str:
@@ -127,7 +124,10 @@ class RawReadSink:
     async def _main(self, started: Future[None]) -> None:
         """The thread's event loop: consume until stopped, then flush and leave the group."""
         s = self.settings
-        renice_this_thread(THREAD_NICE)
+        # Not reniced, although bulk work: a thread that holds the GIL holds up every thread of
+        # the process, and a niced one, descheduled in favour of the workers while it held the
+        # GIL, held the API's alert streams up to 120 ms at a time (in-process stack sampling
+        # during a day's replay).
         # A failure to start reaches the caller of `start` (LoopThread).
         consumer = group_consumer(s, self.bootstrap, raw_group(s))
         consumer.subscribe([s.topic_reads], listener=_Rebalance(self))

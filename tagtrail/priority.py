@@ -1,5 +1,10 @@
 """CPU priority of threads: bulk work (store merges, a benchmark's load generator) gives way.
 
+Only threads that never hold the GIL (native pools such as the store's merge threads) or whole
+processes are reniced: a niced Python thread, descheduled in favour of busier processes while it
+holds the GIL, holds up every thread of its process (measured: the API's alert streams waited up
+to 120 ms behind a niced raw-read sink).
+
 Linux schedules threads, and lets any thread raise its own process's nice values without
 privileges (lowering them back needs CAP_SYS_NICE). Elsewhere, or without /proc, nothing changes.
 """
@@ -8,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 _TASKS = Path("/proc/self/task")
@@ -76,12 +80,3 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 def favour_event_loop() -> None:
     """Let the event loop take the GIL back quickly from busy worker threads."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-
-
-def renice_this_thread(nice: int) -> None:
-    """Raise the calling thread's nice value to `nice` (threads it starts inherit it)."""
-    if not hasattr(os, "setpriority"):
-        return  # not a Unix: priorities stay as they are
-    tid = threading.get_native_id()
-    if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)

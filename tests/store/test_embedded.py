@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.embedded import MERGE_THREAD_NICE, EmbeddedBackend
+from store.embedded import ENGINE_THREAD_NICE, EmbeddedBackend
 from store.exceptions import StoreLockedError, StoreQueryError
 from store.store import Store
 from tagtrail.priority import thread_nice
 
 CHILD = """
 import sys
-from store.embedded import MERGE_THREAD_NICE, EmbeddedBackend
+from store.embedded import ENGINE_THREAD_NICE, EmbeddedBackend
 from store.exceptions import StoreLockedError
 try:
     EmbeddedBackend(sys.argv[1])
@@ -79,16 +79,17 @@ def test_string_columns_insert(store: Store) -> None:
     assert got["case_id"].tolist() == ["c1", "c'2"] and got["actor"][1] == "police\nunit"
 
 
-def test_merge_threads_give_way_to_the_stream(store: Store) -> None:
+def test_engine_threads_give_way_to_the_stream(store: Store) -> None:
     if not Path("/proc/self/task").is_dir():
         pytest.skip("thread priorities are set through Linux's /proc, absent here")
     b = EmbeddedBackend(store.settings.store_dir)  # the same engine, with its own renice clock
     try:
         b.execute("CREATE TABLE IF NOT EXISTS nice_probe (x UInt64) ENGINE = MergeTree ORDER BY x")
         b.insert_columns("nice_probe", {"x": np.arange(10, dtype=np.uint64)})
-        nices = thread_nice("MergeMutate")
-        assert nices and min(nices) >= MERGE_THREAD_NICE
+        for name in ("MergeMutate", "ThreadPool"):
+            nices = thread_nice(name)
+            assert nices and min(nices) >= ENGINE_THREAD_NICE, name
         # The rest of the process (the event loop, the API) keeps its priority.
-        assert os.getpriority(os.PRIO_PROCESS, 0) < MERGE_THREAD_NICE
+        assert os.getpriority(os.PRIO_PROCESS, 0) < ENGINE_THREAD_NICE
     finally:
         b.close()
