@@ -54,6 +54,12 @@ COMMIT_INTERVAL_S = 1.0
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # A checkpoint not written for this many of its turns is written even if the worker never idles.
 CHECKPOINT_OVERDUE_TURNS = 3
+# A step with this many alerts is a burst: checkpoint turns wait until a burst has been over for
+# BURST_QUIET_S (up to CHECKPOINT_OVERDUE_TURNS). Late in a day the fork of a 300 MB partition
+# and the copy-on-write faults while its writer runs slowed the steps after it: an evening
+# burst that met one waited ~300 ms (in-process stack sampling over a paced day).
+ALERT_BURST = 50
+BURST_QUIET_S = 1.0
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Worker:
         self._owned: set[int] = set()  # partitions whose state is adopted and current
         self._done: dict[int, int] = {}  # partition -> next offset to commit (outputs durable)
         self._last_commit = self._last_checkpoint = time.monotonic()
+        self._burst_at = float("-inf")  # when a step last had ALERT_BURST alerts or more
         self._last_saved = -1  # partition checkpointed last (they take turns)
         self._dirty: set[int] = set()  # partitions changed since their last checkpoint
         self._consumer: AIOKafkaConsumer | None = None
@@ -227,6 +234,8 @@ class Worker:
                     t_send - t_begin, t_finish - t_send, time.perf_counter() - t_finish,
                     len(pending.first.alerts),
                 )  # fmt: skip
+            if len(pending.first.alerts) >= ALERT_BURST:
+                self._burst_at = time.monotonic()
             res.extend(pending.first)
             for tp, records in fetched.items():
                 if tp.partition in self._owned and records:
@@ -319,8 +328,12 @@ class Worker:
     def _checkpoint_due(self, turns: int = 1) -> bool:
         # Partitions take turns: each is saved every checkpoint interval (a day's state is ~1 GB
         # in all, written and fsynced), so one partition's write is in progress at a time.
+        # A turn waits for a burst of alerts to pass; an overdue one does not.
         every = self.settings.checkpoint_interval_s / max(len(self._owned), 1)
-        return bool(self._dirty) and time.monotonic() - self._last_checkpoint >= turns * every
+        now = time.monotonic()
+        if turns < CHECKPOINT_OVERDUE_TURNS and now - self._burst_at < BURST_QUIET_S:
+            return False
+        return bool(self._dirty) and now - self._last_checkpoint >= turns * every
 
     async def _checkpoint_next(self) -> None:
         """Checkpoint the next partition in turn. Called between steps, preferably when nothing
