@@ -124,10 +124,7 @@ class RawReadSink:
     async def _main(self, started: Future[None]) -> None:
         """The thread's event loop: consume until stopped, then flush and leave the group."""
         s = self.settings
-        # Not reniced, although bulk work: a thread that holds the GIL holds up every thread of
-        # the process, and a niced one, descheduled in favour of the workers while it held the
-        # GIL, held the API's alert streams up to 120 ms at a time (in-process stack sampling
-        # during a day's replay).
+        # Not reniced, although bulk work: it runs Python (see tagtrail.priority for why).
         # A failure to start reaches the caller of `start` (LoopThread).
         consumer = group_consumer(s, self.bootstrap, raw_group(s))
         consumer.subscribe([s.topic_reads], listener=_Rebalance(self))

@@ -188,7 +188,7 @@ class Worker:
                         # alerts: the young generations only.
                         freeze_long_lived(young_only=True)
                         warm = True
-                    if self._checkpoint_due(CHECKPOINT_OVERDUE_TURNS):
+                    if self._checkpoint_due(overdue=True):
                         await self._checkpoint_next()
                 elif due:  # nothing waiting: the write delays no read
                     await self._checkpoint_next()
@@ -325,14 +325,16 @@ class Worker:
         except KafkaError as e:
             log.warning("offset commit failed (%r): those messages will be processed again", e)
 
-    def _checkpoint_due(self, turns: int = 1) -> bool:
-        # Partitions take turns: each is saved every checkpoint interval (a day's state is ~1 GB
-        # in all, written and fsynced), so one partition's write is in progress at a time.
-        # A turn waits for a burst of alerts to pass; an overdue one does not.
-        every = self.settings.checkpoint_interval_s / max(len(self._owned), 1)
+    def _checkpoint_due(self, overdue: bool = False) -> bool:
+        """A partition's turn has come (`overdue`: CHECKPOINT_OVERDUE_TURNS turns ago). Partitions
+        take turns, each saved every checkpoint interval (a day's state is ~1 GB in all, written
+        and fsynced), so one partition's write is in progress at a time. A turn waits for a
+        burst of alerts to pass; an overdue one does not."""
         now = time.monotonic()
-        if turns < CHECKPOINT_OVERDUE_TURNS and now - self._burst_at < BURST_QUIET_S:
+        if not overdue and now - self._burst_at < BURST_QUIET_S:
             return False
+        turns = CHECKPOINT_OVERDUE_TURNS if overdue else 1
+        every = self.settings.checkpoint_interval_s / max(len(self._owned), 1)
         return bool(self._dirty) and now - self._last_checkpoint >= turns * every
 
     async def _checkpoint_next(self) -> None:

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     # steps, and at least every 3x this under constant load (stream.worker). A checkpoint writes
     # the partition's whole state (~300 MB late in a day replayed at 200 k reads/s, 4 partitions:
     # at 10 s the worker wrote 120 MB/s, and the writes slowed the steps they overlapped); a
-    # restart re-applies the reads since the last one (30 s at 200 k reads/s: ~10 s of work).
+    # restart re-applies the reads since the last one (up to 3x this: at 200 k reads/s, 90 s of
+    # reads, ~30 s of work).
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
     sink_batch_max_rows: int = Field(default=200_000, gt=0)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)

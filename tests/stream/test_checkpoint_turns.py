@@ -21,9 +21,9 @@ def test_a_checkpoint_turn_waits_for_an_alert_burst_to_pass(tmp_path: Path) -> N
     w._burst_at = now  # a step just had a burst of alerts
     assert not w._checkpoint_due()
     # Overdue turns are taken all the same: a restart never re-applies more than they allow.
-    assert not w._checkpoint_due(CHECKPOINT_OVERDUE_TURNS)
+    assert not w._checkpoint_due(overdue=True)
     w._last_checkpoint = now - 2.0 * CHECKPOINT_OVERDUE_TURNS - 0.5
-    assert w._checkpoint_due(CHECKPOINT_OVERDUE_TURNS)
+    assert w._checkpoint_due(overdue=True)
     w._last_checkpoint = now - 2.5
     w._burst_at = now - BURST_QUIET_S - 0.1  # the burst has passed
     assert w._checkpoint_due()
