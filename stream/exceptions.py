@@ -9,6 +9,10 @@ class StreamError(TagtrailError):
     """Base of stream errors."""
 
 
+class CheckpointAborted(StreamError):
+    """A checkpoint's writer was stopped before it finished: the previous checkpoint stands."""
+
+
 class BrokerUnavailable(StreamError):
     """The Kafka broker cannot be reached."""
 

@@ -45,6 +45,11 @@ CHECKPOINT_SECONDS = Histogram(
     "Partition checkpoint started to durable on disk",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# stream/worker.py: a burst of alerts stops a live writer; the partition is saved at a later turn.
+CHECKPOINTS_STOPPED = Counter(
+    "tagtrail_checkpoints_stopped_total",
+    "Partition checkpoint writers stopped to let a burst of alerts through",
+)
 ALERT_LATENCY = Histogram(
     "tagtrail_alert_latency_seconds",
     "Gateway publish of the read to alert produced",

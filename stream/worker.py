@@ -32,6 +32,7 @@ from stream import metrics
 from stream.alert_history import alert_ids_since
 from stream.alert_records import Alert
 from stream.checkpoint import CheckpointStore, PendingCheckpoint
+from stream.exceptions import CheckpointAborted
 from stream.faust_app import exit_now
 from stream.gc_pause import freeze_long_lived
 from stream.group_member import MAX_MESSAGE_BYTES, group_consumer
@@ -57,7 +58,10 @@ CHECKPOINT_OVERDUE_TURNS = 3
 # A step with this many alerts is a burst: checkpoint turns wait until a burst has been over for
 # BURST_QUIET_S (up to CHECKPOINT_OVERDUE_TURNS). Late in a day the fork of a 300 MB partition
 # and the copy-on-write faults while its writer runs slowed the steps after it: an evening
-# burst that met one waited ~300 ms (in-process stack sampling over a paced day).
+# burst that met one waited ~300 ms (in-process stack sampling over a paced day). A burst that
+# starts while a writer is alive stops it (steps ran ~1.5x slower with one alive: copy-on-write
+# faults), unless that partition's previous writer was stopped too: its turn is then taken, so a
+# restart's catch-up stays bounded.
 ALERT_BURST = 50
 BURST_QUIET_S = 1.0
 
@@ -105,7 +109,9 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernels")
         # Checkpoint files are flushed to disk here, while the next steps run.
         self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-sync")
-        self._syncing: asyncio.Future[None] | None = None
+        self._syncing: asyncio.Future[bool] | None = None  # True: durable, False: stopped
+        self._writing: tuple[int, PendingCheckpoint] | None = None  # what _syncing commits
+        self._stopped: set[int] = set()  # partitions whose last writer was stopped by a burst
         self._lock = asyncio.Lock()  # one step, rebalance or checkpoint at a time
         self._owned: set[int] = set()  # partitions whose state is adopted and current
         self._done: dict[int, int] = {}  # partition -> next offset to commit (outputs durable)
@@ -220,6 +226,9 @@ class Worker:
             # Alerts and upserts of hotlisted tags leave while the bulk of the batch is applied.
             t_begin = time.perf_counter()
             pending = await loop.run_in_executor(self._pool, self.processor.begin, work)
+            if len(pending.first.alerts) >= ALERT_BURST:
+                self._burst_at = time.monotonic()
+                self._stop_writer()
             t_send = time.perf_counter()
             first = await self._send(pending.first)
             t_finish = time.perf_counter()
@@ -234,8 +243,6 @@ class Worker:
                     t_send - t_begin, t_finish - t_send, time.perf_counter() - t_finish,
                     len(pending.first.alerts),
                 )  # fmt: skip
-            if len(pending.first.alerts) >= ALERT_BURST:
-                self._burst_at = time.monotonic()
             res.extend(pending.first)
             for tp, records in fetched.items():
                 if tp.partition in self._owned and records:
@@ -353,7 +360,9 @@ class Worker:
             self._last_checkpoint = time.monotonic()
             if not dirty:
                 return
-            p = next((q for q in dirty if q > self._last_saved), dirty[0])
+            # A partition whose writer a burst stopped goes first, lest its turn be lost.
+            first = sorted(self._stopped & set(dirty))
+            p = first[0] if first else next((q for q in dirty if q > self._last_saved), dirty[0])
             self._last_saved = p
             self._dirty.discard(p)
             t0 = time.perf_counter()
@@ -367,20 +376,44 @@ class Worker:
             held = time.perf_counter() - t0
             metrics.CHECKPOINT_PAUSE.observe(held)
             log.debug("checkpoint of partition %d forked: steps held %.3f s", p, held)
+        self._writing = (p, written)
         self._syncing = loop.run_in_executor(self._sync_pool, self._commit_checkpoint, written, t0)
 
     @staticmethod
-    def _commit_checkpoint(written: PendingCheckpoint, t0: float) -> None:
-        written.commit()
+    def _commit_checkpoint(written: PendingCheckpoint, t0: float) -> bool:
+        """On the sync thread: wait for the writer, then make its file durable and current.
+        False if a burst stopped the writer."""
+        try:
+            written.commit()
+        except CheckpointAborted:
+            log.debug("checkpoint %s stopped by a burst of alerts", written.path.name)
+            return False
         took = time.perf_counter() - t0
         metrics.CHECKPOINT_SECONDS.observe(took)
         log.debug("checkpoint %s durable: %.3f s", written.path.name, took)
+        return True
+
+    def _stop_writer(self) -> None:
+        """A burst of alerts: stop the checkpoint writer if it is alive, unless its partition's
+        previous writer was stopped too (see ALERT_BURST). The partition is saved at a later
+        turn, before the others."""
+        if self._writing is None or self._syncing is None or self._syncing.done():
+            return
+        p, written = self._writing
+        if p not in self._stopped and written.abort():
+            self._stopped.add(p)
+            self._dirty.add(p)
+            metrics.CHECKPOINTS_STOPPED.inc()
 
     async def _synced(self) -> None:
         """Wait for the checkpoint being flushed to disk (its failure fails the caller)."""
         if self._syncing is not None:
             syncing, self._syncing = self._syncing, None
-            await syncing
+            durable = await syncing
+            assert self._writing is not None
+            p, self._writing = self._writing[0], None
+            if durable:
+                self._stopped.discard(p)
 
     def _save_checkpoints(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -411,6 +444,7 @@ class Worker:
             await self._commit(gone)
             self._owned.difference_update(gone)
             self._dirty.difference_update(gone)
+            self._stopped.difference_update(gone)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == self.settings.topic_reads)

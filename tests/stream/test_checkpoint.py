@@ -17,7 +17,7 @@ import pytest
 from ingest.reads import Reads
 from stream.checkpoint import Checkpoint, CheckpointStore, _kept_from_fork
 from stream.dedup import ReaderRegistry
-from stream.exceptions import StreamError
+from stream.exceptions import CheckpointAborted, StreamError
 from stream.sessionize import Sessionizer
 
 
@@ -128,6 +128,43 @@ def test_a_failed_forked_write_keeps_the_current_checkpoint(tmp_path: Path) -> N
         failed.commit()
     got = store.load("reads", 0)
     assert got is not None and got.offset == 7
+
+
+def _blocked_temp_file(folder: Path, topic: str, partition: int) -> Path:
+    """Make the temp file a writer of this process will open a FIFO: its open() blocks until
+    someone reads, so the writer is deterministically still writing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fifo = folder / f"{topic}-{partition}.tmp{os.getpid()}"
+    os.mkfifo(fifo)
+    return fifo
+
+
+def test_a_stopped_writer_keeps_the_current_checkpoint(tmp_path: Path) -> None:
+    s = _sessionizer()
+    store = CheckpointStore(tmp_path)
+    store.save("reads", 0, Checkpoint(7, s.snapshot(), frozenset()))
+    fifo = _blocked_temp_file(tmp_path, "reads", 0)
+    pending = store.write("reads", 0, Checkpoint(9, s.snapshot_parts(), frozenset()), fork=True)
+    assert pending.abort() and not pending.abort()  # stopped once
+    with pytest.raises(CheckpointAborted, match=r"reads-0\.ckpt was stopped"):
+        pending.commit()
+    got = store.load("reads", 0)
+    assert got is not None and got.offset == 7
+    assert pending.pidfd == -1  # closed with the writer reaped
+    fifo.unlink()
+
+
+def test_a_writer_that_has_finished_is_not_stopped(tmp_path: Path) -> None:
+    s = _sessionizer()
+    store = CheckpointStore(tmp_path)
+    pending = store.write("reads", 1, Checkpoint(9, s.snapshot_parts(), frozenset()), fork=True)
+    # Exited but not reaped: a signal to it changes nothing, its file is committed.
+    os.waitid(os.P_PID, pending.writer, os.WEXITED | os.WNOWAIT)
+    pending.abort()
+    pending.commit()
+    got = store.load("reads", 1)
+    assert got is not None and got.offset == 9
+    assert not pending.abort()  # reaped: nothing to stop
 
 
 def test_temp_files_of_dead_workers_are_swept(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -29,3 +31,43 @@ def test_a_checkpoint_turn_waits_for_an_alert_burst_to_pass(tmp_path: Path) -> N
     assert w._checkpoint_due()
     w._dirty = set()  # nothing new to save
     assert not w._checkpoint_due()
+
+
+def test_a_burst_stops_a_live_writer_once_per_partition(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, checkpoint_interval_s=4.0)
+    nowhere = "127.0.0.1:9"
+    w = Worker(settings, nowhere, RegistryFollower(nowhere, settings.topic_readers))
+    for p in (0, 1):
+        w.processor.adopt(p, None)
+    w._owned, w._dirty = {0, 1}, {1}
+    folder = w.checkpoints.folder
+    folder.mkdir(parents=True)
+    # The writer's temp file is a FIFO: it blocks opening it until read, so it is still alive.
+    fifo = folder / f"{settings.topic_reads}-1.tmp{os.getpid()}"
+
+    async def scenario() -> None:
+        os.mkfifo(fifo)
+        await w._checkpoint_next()
+        w._stop_writer()  # a burst while partition 1 is written: its writer is stopped
+        await w._synced()
+        assert w._stopped == {1} and 1 in w._dirty
+        assert w.checkpoints.load(settings.topic_reads, 1) is None
+        # The next turn takes partition 1 first, and a burst now lets it finish.
+        fifo.unlink()
+        w._dirty.add(0)
+        w._last_saved = 0
+        await w._checkpoint_next()
+        assert w._writing is not None and w._writing[0] == 1
+        written = w._writing[1]
+        w._stop_writer()
+        assert not written.aborted
+        await w._synced()
+        assert w._stopped == set() and w._dirty == {0}
+        assert w.checkpoints.load(settings.topic_reads, 1) is not None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        fifo.unlink(missing_ok=True)
+        w._pool.shutdown()
+        w._sync_pool.shutdown()
