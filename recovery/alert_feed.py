@@ -11,14 +11,15 @@ replicas never mark a case twice or call the owner's webhook twice.
 Both consumers run on a thread with an event loop of its own: a burst of thousands of alerts is
 parsed, decoded and stored there, not on the API's loop. Each fetch is decoded once: formatted
 for the live streams first (`recovery.sse.AlertHub`, so police see it before it is stored), then
-stored. A store that is down holds up storing, not the live streams, for up to STORE_BACKLOG
-fetches. Acting on a first alert (a few per burst) runs on the API's loop.
+stored. A store that is down or busy holds up storing, not the live streams, for up to
+STORE_BACKLOG_ALERTS alerts. Acting on a first alert (a few per burst) runs on the API's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from typing import Any
@@ -36,9 +37,14 @@ from stream.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
-# Fetches decoded and sent live but not yet stored (up to 5,000 alerts each) before fetching
-# waits for the store: a bound on memory while the store is unavailable.
-STORE_BACKLOG = 64
+# Alerts decoded and sent live but not yet stored before fetching (and with it the live streams)
+# waits for the store: a bound on memory (~1.5 KB an alert) while the store is unavailable.
+# Counted in alerts, not fetches: under load alerts come in many small fetches (a day replayed
+# unpaced: ~200 alerts/s, a few per fetch), which filled the former bound of 64 fetches within a
+# second whenever the store thread was busy with the sinks' bulk inserts.
+STORE_BACKLOG_ALERTS = 20_000
+# A wait for the store longer than this is logged: the live streams were held that long.
+SLOW_STORE_S = 0.5
 ALERTS_STORED = Counter("tagtrail_api_alerts_stored_total", "Alerts the API stored from the topic")
 
 
@@ -69,6 +75,43 @@ def first_alerts(msgs: list[Any], settled: AbstractSet[str]) -> dict[str, Alert]
         if a is not None and a.case_id not in settled:
             firsts.setdefault(a.case_id, a)
     return firsts
+
+
+class StoreBacklog:
+    """Fetches sent live and waiting to be stored, bounded by their alerts (queued or being
+    stored). A fetch larger than the bound goes in alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._fetches: list[tuple[int, list[dict[str, Any]]]] = []
+        self.held = 0  # alerts queued or being stored
+        self._changed = asyncio.Condition()
+
+    def _room_for(self, n: int) -> bool:
+        return self.held == 0 or self.held + n <= self.limit
+
+    async def put(self, last_offset: int, rows: list[dict[str, Any]]) -> float:
+        """Queue a fetch's rows, waiting for room; the seconds waited."""
+        async with self._changed:
+            t0 = time.monotonic()
+            await self._changed.wait_for(lambda: self._room_for(len(rows)))
+            self._fetches.append((last_offset, rows))
+            self.held += len(rows)
+            self._changed.notify_all()
+            return time.monotonic() - t0
+
+    async def take_all(self) -> tuple[int, list[dict[str, Any]]]:
+        """Every queued fetch as one list of rows (one insert), with the last one's offset;
+        `stored(len(rows))` once they are."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._fetches))
+            fetches, self._fetches = self._fetches, []
+        return fetches[-1][0], [row for _, rows in fetches for row in rows]
+
+    async def stored(self, n: int) -> None:
+        async with self._changed:
+            self.held -= n
+            self._changed.notify_all()
 
 
 class AlertFeed:
@@ -140,7 +183,7 @@ class AlertFeed:
         consumer, hub = self._consumer, self.hub
         if consumer is None or hub is None:
             return
-        backlog: asyncio.Queue[tuple[int, list[dict[str, Any]]]] = asyncio.Queue(STORE_BACKLOG)
+        backlog = StoreBacklog(STORE_BACKLOG_ALERTS)
         storing = asyncio.create_task(self._store(backlog))
         try:
             while True:
@@ -150,21 +193,22 @@ class AlertFeed:
                     continue
                 alerts = decode_alerts([m.value for m in msgs])
                 hub.publish([m.offset for m in msgs], alerts)  # live streams first
-                await backlog.put((msgs[-1].offset, alert_rows(msgs, alerts)))
+                waited = await backlog.put(msgs[-1].offset, alert_rows(msgs, alerts))
+                if waited >= SLOW_STORE_S:
+                    log.warning(
+                        "live alert streams waited %.1f s for the store (%d alerts not stored)",
+                        waited, backlog.held,
+                    )  # fmt: skip
         finally:
             storing.cancel()
 
-    async def _store(self, backlog: asyncio.Queue[tuple[int, list[dict[str, Any]]]]) -> None:
+    async def _store(self, backlog: StoreBacklog) -> None:
         """Store the queued fetches in order, all that are waiting in one insert, retried until
         stored: moving on would leave a hole in the alert history."""
         while True:
-            last_offset, rows = await backlog.get()
             # Everything queued goes in one insert: under load (a day replayed unpaced) alerts
-            # come in many small fetches, and one insert each fell behind, filling the backlog
-            # until fetching (and with it the live streams) waited for the store.
-            while not backlog.empty():
-                last_offset, more = backlog.get_nowait()
-                rows.extend(more)  # each fetch's rows are a list of their own
+            # come in many small fetches, and one insert each fell behind.
+            last_offset, rows = await backlog.take_all()
             while True:
                 try:
                     await self.ctx.runner.run(cases.insert_alerts, rows)
@@ -173,6 +217,7 @@ class AlertFeed:
                     log.warning("storing %d alerts failed (%s); retrying", len(rows), e)
                     await asyncio.sleep(RETRY_S)
             ALERTS_STORED.inc(len(rows))
+            await backlog.stored(len(rows))
             assert self.stored is not None
             async with self.stored:
                 self.stored_offset = last_offset
