@@ -129,8 +129,13 @@ def render(
             f">= 200,000 | {_peer_or_micro(e2e, micro)} |",
             f"| sightings stored | {_n(i['sightings_per_s'])} /s | | |",
             f"| lag after last publish | {_n(i['lag_after_last_publish_s'], ' s')} | | |",
-            f"| alert latency p50/p95/p99 (topic) | {_lat(lat['topic'])} | p99 <= 250 ms | |",
-            f"| alert latency p50/p95/p99 (SSE) | {_lat(lat['sse'])} | p99 <= 250 ms | |",
+            # The latency target is at the target load: the paced rows below measure it.
+            *(
+                f"| alert latency p50/p95/p99 ({where}), unpaced | {_lat(lat[key])} | "
+                f"p99 <= 250 ms at 200,000 reads/s: paced rows below | "
+                f"at {i['sustained_reads_per_s'] / 200_000:.1f}x the target load |"
+                for where, key in (("topic", "topic"), ("SSE", "sse"))
+            ),
             _rss_row(mem),
             f"| lost / duplicated sightings | {c['lost']} / {c['duplicated']} | 0 / 0 | "
             f"of {c['reference_sightings']:,} reference sightings |",
