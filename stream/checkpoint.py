@@ -9,8 +9,9 @@ A running worker writes from a forked process (`write(..., fork=True)`): the for
 copy-on-write snapshot of the state, so its steps go on while the file is written. The other
 partitions' state is kept out of the child (`unshared`): the fork then copies fewer page tables,
 and the worker's writes to those partitions meanwhile cost no copy-on-write faults. While the
-writer lives, every page the worker first writes is copied (steps took ~1.5x as long in a paced
-day): a writer can be stopped (`PendingCheckpoint.abort`) and the checkpoint taken later.
+writer lives, every page the worker first writes is copied (steps took 1.5-1.6x as long per
+message in a paced day): a writer can be stopped (`PendingCheckpoint.stop`) and the checkpoint
+taken later.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.exceptions import CheckpointAborted, StreamError
+from stream.exceptions import CheckpointStopped, StreamError
 from tagtrail.runtime import pid_alive
 
 # File: magic, u64 meta length, meta JSON, u64 state length, state bytes. The state is written
@@ -60,25 +61,25 @@ class PendingCheckpoint:
     writer: int = 0  # pid of the forked process writing `tmp` (0: written already)
     # The writer's pidfd: signals reach that process even once its pid is reaped and reused.
     pidfd: int = -1
-    aborted: bool = False  # abort() stopped the writer (a writer that had finished still commits)
+    stopped: bool = False  # stop() signalled the writer (a writer that had finished still commits)
     _fd_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def abort(self) -> bool:
-        """Stop the writer if it is still writing; `commit()` then raises CheckpointAborted.
+    def stop(self) -> bool:
+        """Stop the writer if it is still writing; `commit()` then raises CheckpointStopped.
         False if there is nothing to stop (no writer, or it is reaped). Safe from any thread."""
         with self._fd_lock:  # commit() closes the pidfd: its number may be reused after that
-            if self.pidfd < 0 or self.aborted:
+            if self.pidfd < 0 or self.stopped:
                 return False
             try:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             except ProcessLookupError:  # reaped: its file stands
                 return False
-            self.aborted = True
+            self.stopped = True
             return True
 
     def commit(self) -> None:
         """Wait for the writer, flush the file to disk, then replace the partition's checkpoint
-        with it. StreamError if the writer failed, CheckpointAborted if it was stopped (either
+        with it. StreamError if the writer failed, CheckpointStopped if it was stopped (either
         way the current checkpoint stays)."""
         if self.writer:
             try:
@@ -92,8 +93,8 @@ class PendingCheckpoint:
             if code != 0:
                 if self.tmp.is_file():
                     self.tmp.unlink()
-                if self.aborted and code == -signal.SIGKILL:
-                    raise CheckpointAborted(f"writing checkpoint {self.path.name} was stopped")
+                if self.stopped and code == -signal.SIGKILL:
+                    raise CheckpointStopped(f"writing checkpoint {self.path.name} was stopped")
                 raise StreamError(f"writing checkpoint {self.path.name} failed (exit {code})")
         fd = os.open(self.tmp, os.O_RDONLY)
         try:

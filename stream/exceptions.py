@@ -9,7 +9,7 @@ class StreamError(TagtrailError):
     """Base of stream errors."""
 
 
-class CheckpointAborted(StreamError):
+class CheckpointStopped(StreamError):
     """A checkpoint's writer was stopped before it finished: the previous checkpoint stands."""
 
 

@@ -32,7 +32,7 @@ from stream import metrics
 from stream.alert_history import alert_ids_since
 from stream.alert_records import Alert
 from stream.checkpoint import CheckpointStore, PendingCheckpoint
-from stream.exceptions import CheckpointAborted
+from stream.exceptions import CheckpointStopped
 from stream.faust_app import exit_now
 from stream.gc_pause import freeze_long_lived
 from stream.group_member import MAX_MESSAGE_BYTES, group_consumer
@@ -59,9 +59,9 @@ CHECKPOINT_OVERDUE_TURNS = 3
 # BURST_QUIET_S (up to CHECKPOINT_OVERDUE_TURNS). Late in a day the fork of a 300 MB partition
 # and the copy-on-write faults while its writer runs slowed the steps after it: an evening
 # burst that met one waited ~300 ms (in-process stack sampling over a paced day). A burst that
-# starts while a writer is alive stops it (steps ran ~1.5x slower with one alive: copy-on-write
-# faults), unless that partition's previous writer was stopped too: its turn is then taken, so a
-# restart's catch-up stays bounded.
+# starts while a writer is alive stops it (steps took 1.5-1.6x as long per message with one
+# alive: copy-on-write faults), unless that partition's previous writer was stopped too: that
+# one is let finish, so a restart's catch-up stays bounded.
 ALERT_BURST = 50
 BURST_QUIET_S = 1.0
 
@@ -385,7 +385,7 @@ class Worker:
         False if a burst stopped the writer."""
         try:
             written.commit()
-        except CheckpointAborted:
+        except CheckpointStopped:
             log.debug("checkpoint %s stopped by a burst of alerts", written.path.name)
             return False
         took = time.perf_counter() - t0
@@ -400,7 +400,7 @@ class Worker:
         if self._writing is None or self._syncing is None or self._syncing.done():
             return
         p, written = self._writing
-        if p not in self._stopped and written.abort():
+        if p not in self._stopped and written.stop():
             self._stopped.add(p)
             self._dirty.add(p)
             metrics.CHECKPOINTS_STOPPED.inc()

@@ -17,7 +17,7 @@ import pytest
 from ingest.reads import Reads
 from stream.checkpoint import Checkpoint, CheckpointStore, _kept_from_fork
 from stream.dedup import ReaderRegistry
-from stream.exceptions import CheckpointAborted, StreamError
+from stream.exceptions import CheckpointStopped, StreamError
 from stream.sessionize import Sessionizer
 
 
@@ -145,8 +145,8 @@ def test_a_stopped_writer_keeps_the_current_checkpoint(tmp_path: Path) -> None:
     store.save("reads", 0, Checkpoint(7, s.snapshot(), frozenset()))
     fifo = _blocked_temp_file(tmp_path, "reads", 0)
     pending = store.write("reads", 0, Checkpoint(9, s.snapshot_parts(), frozenset()), fork=True)
-    assert pending.abort() and not pending.abort()  # stopped once
-    with pytest.raises(CheckpointAborted, match=r"reads-0\.ckpt was stopped"):
+    assert pending.stop() and not pending.stop()  # stopped once
+    with pytest.raises(CheckpointStopped, match=r"reads-0\.ckpt was stopped"):
         pending.commit()
     got = store.load("reads", 0)
     assert got is not None and got.offset == 7
@@ -160,11 +160,11 @@ def test_a_writer_that_has_finished_is_not_stopped(tmp_path: Path) -> None:
     pending = store.write("reads", 1, Checkpoint(9, s.snapshot_parts(), frozenset()), fork=True)
     # Exited but not reaped: a signal to it changes nothing, its file is committed.
     os.waitid(os.P_PID, pending.writer, os.WEXITED | os.WNOWAIT)
-    pending.abort()
+    pending.stop()
     pending.commit()
     got = store.load("reads", 1)
     assert got is not None and got.offset == 9
-    assert not pending.abort()  # reaped: nothing to stop
+    assert not pending.stop()  # reaped: nothing to stop
 
 
 def test_temp_files_of_dead_workers_are_swept(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_a_burst_stops_a_live_writer_once_per_partition(tmp_path: Path) -> None:
         assert w._writing is not None and w._writing[0] == 1
         written = w._writing[1]
         w._stop_writer()
-        assert not written.aborted
+        assert not written.stopped
         await w._synced()
         assert w._stopped == set() and w._dirty == {0}
         assert w.checkpoints.load(settings.topic_reads, 1) is not None
