@@ -38,7 +38,7 @@ from stream.loop_thread import LoopThread
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
 # Alerts decoded and sent live but not yet stored before fetching (and with it the live streams)
-# waits for the store: a bound on memory (~1.5 KB an alert) while the store is unavailable.
+# waits for the store: a bound on memory (a row is ~0.5 KB: ~10 MB) while the store is down.
 # Counted in alerts, not fetches: under load alerts come in many small fetches (a day replayed
 # unpaced: ~200 alerts/s, a few per fetch), which filled the former bound of 64 fetches within a
 # second whenever the store thread was busy with the sinks' bulk inserts.
