@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.topics import ensure_topics, topic_specs
 from tagtrail.config import Settings
@@ -49,3 +50,25 @@ def test_read_messages_carry_the_broker_append_time(
     ts, ts_type = asyncio.run(go())
     assert ts_type == 1  # LogAppendTime
     assert before - 5_000 <= ts <= int(time.time() * 1000) + 5_000
+
+
+def test_created_topics_have_a_leader_for_every_partition(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    """ensure_topics returns only once consumers can be assigned every partition."""
+    s = settings_factory(partitions=6)
+
+    async def go() -> dict[str, list[int]]:
+        await ensure_topics(s, kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            topics = await admin.describe_topics([t.name for t in topic_specs(s)])
+        finally:
+            await admin.close()
+        return {t["topic"]: [q["leader"] for q in t["partitions"]] for t in topics}
+
+    leaders = asyncio.run(go())
+    for spec in topic_specs(s):
+        assert len(leaders[spec.name]) == spec.num_partitions
+        assert all(leader >= 0 for leader in leaders[spec.name]), spec.name
