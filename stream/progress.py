@@ -14,6 +14,14 @@ from tagtrail.config import Settings
 
 async def lag(bootstrap: str, group: str, topics: list[str]) -> int:
     """Messages of `topics` not yet committed by `group` (0 when it has caught up)."""
+    return sum(behind for behind, _, _ in (await partition_lag(bootstrap, group, topics)).values())
+
+
+async def partition_lag(
+    bootstrap: str, group: str, topics: list[str]
+) -> dict[TopicPartition, tuple[int, int, int]]:
+    """Per partition of `topics`: (messages behind, end offset, offset `group` committed;
+    -1 when it has committed none)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await admin.start()
@@ -23,12 +31,12 @@ async def lag(bootstrap: str, group: str, topics: list[str]) -> int:
         tps = [TopicPartition(t, p) for t in topics for p in (meta.partitions_for_topic(t) or ())]
         end = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-        total = 0
+        out = {}
         for tp in tps:
             c = committed.get(tp)
-            done = c.offset if c is not None and c.offset >= 0 else 0
-            total += max(end[tp] - done, 0)
-        return total
+            done = c.offset if c is not None and c.offset >= 0 else -1
+            out[tp] = (max(end[tp] - max(done, 0), 0), end[tp], done)
+        return out
     finally:
         await consumer.stop()
         await admin.close()
@@ -54,8 +62,14 @@ async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 60
     for group, topic in stages:
         while True:
             try:
-                behind = await lag(bootstrap, group, [topic])
-                why = f"{behind} messages behind"
+                parts = await partition_lag(bootstrap, group, [topic])
+                behind = sum(n for n, _, _ in parts.values())
+                # Which partitions, and where the group stands: a stuck member shows as one.
+                why = f"{behind} messages behind: " + ", ".join(
+                    f"partition {tp.partition} end {end} committed {done}"
+                    for tp, (n, end, done) in sorted(parts.items())
+                    if n
+                )
             except (KafkaError, OSError) as e:
                 behind, why = -1, f"broker unreachable: {e}"
             if behind == 0:

@@ -72,3 +72,38 @@ def test_created_topics_have_a_leader_for_every_partition(
     for spec in topic_specs(s):
         assert len(leaders[spec.name]) == spec.num_partitions
         assert all(leader >= 0 for leader in leaders[spec.name]), spec.name
+
+
+def test_partition_lag_names_where_a_group_stands(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    from stream.progress import partition_lag
+
+    s = settings_factory(partitions=3)
+
+    async def go() -> dict[TopicPartition, tuple[int, int, int]]:
+        await ensure_topics(s, kafka_bootstrap)
+        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await prod.start()
+        try:
+            for _ in range(3):
+                await prod.send_and_wait(s.topic_sightings, b"x", partition=1)
+        finally:
+            await prod.stop()
+        group = "partial-" + s.consumer_group
+        # The group has committed the first of partition 1's three messages.
+        cons = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        await cons.start()
+        try:
+            cons.assign([TopicPartition(s.topic_sightings, 1)])
+            await cons.commit({TopicPartition(s.topic_sightings, 1): 1})
+        finally:
+            await cons.stop()
+        return await partition_lag(kafka_bootstrap, group, [s.topic_sightings])
+
+    got = asyncio.run(go())
+    assert got == {
+        TopicPartition(s.topic_sightings, 0): (0, 0, -1),
+        TopicPartition(s.topic_sightings, 1): (2, 3, 1),
+        TopicPartition(s.topic_sightings, 2): (0, 0, -1),
+    }
