@@ -5,13 +5,12 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml constraints.txt README.md ./
+COPY core ./core
 COPY tagtrail ./tagtrail
 COPY ingest ./ingest
 COPY stream ./stream
 COPY store ./store
 COPY recovery ./recovery
-COPY benchmarks ./benchmarks
-COPY deploy ./deploy
 # Wheels of the project and its pinned dependencies, installed into a clean venv below.
 RUN python -m venv /opt/tagtrail \
  && /opt/tagtrail/bin/pip install -c constraints.txt .

@@ -23,14 +23,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from deploy.kafka.broker import LocalKafka
+from benchmarks.background_api import Service, running_service
+from benchmarks.synthetic import DAY_MS, make_readers, make_sightings
+from core.config import Settings, load_settings
 from recovery.auth import Role, new_key
-from recovery.background import Service, running_service
 from recovery.ratelimit import RateLimiter
 from store import accounts
-from store.synthetic import DAY_MS, make_readers, make_sightings
 from store.writes import insert_sightings, upsert_readers
-from tagtrail.config import Settings, load_settings
+from tagtrail.broker.launcher import LocalKafka
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

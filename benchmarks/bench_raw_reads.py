@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.reads import Reads
+from core.config import Settings
+from core.records.reads import Reads
 from store.open import open_store
 from store.writes import insert_raw_reads
-from tagtrail.config import Settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench_raw_reads.json"
 

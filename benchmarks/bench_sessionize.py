@@ -1,4 +1,5 @@
-"""Benchmark of the streaming sessionizer (stream.sessionize) against a pandas groupby peer.
+"""Benchmark of the streaming sessionizer (stream.sessionize.sessionizer) against a pandas groupby
+peer.
 
     python -m benchmarks.bench_sessionize [--reads 2000000] [--batch 100000] \
         [--mem-reads 42000000] [--snapshot-at 10000000,40000000]
@@ -37,11 +38,12 @@ import numba
 import numpy as np
 import pandas as pd
 
-from ingest.reads import FLAG_MOBILE, READ_DTYPES, Reads
-from stream.dedup import ReaderRegistry, cells_for
-from stream.records import SIGHTING_COLUMNS
-from stream.sessionize import Sessionizer
-from stream.state import ReadStore
+from core.records.readers import ReaderRegistry
+from core.records.reads import FLAG_MOBILE, READ_DTYPES, Reads
+from core.records.sightings import SIGHTING_COLUMNS
+from stream.geoindex import cells_for
+from stream.sessionize.sessionizer import Sessionizer
+from stream.sessionize.state import ReadStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench_sessionize.json"

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from h3.api import basic_int as h3i
 
-from ingest.reads import Reads
+from benchmarks.synthetic import DAY_MS, make_readers, make_sightings
+from core.config import Settings
+from core.records.reads import Reads
 from store import queries as q
 from store.open import open_store
-from store.synthetic import DAY_MS, make_readers, make_sightings
-from tagtrail.config import Settings
 
 TARGETS_P99_MS = {"track": 20, "last_seen": 10, "area": 50, "heatmap": 200}
 HOUR_MS = 3_600_000

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from aiokafka import codec as kafka_codec
 
+from core.config import load_settings
+from core.records.reads import FLAG_MOBILE, Reads
 from ingest.publisher import GatewayPublisher, best_compression
-from ingest.reads import FLAG_MOBILE, Reads
 from ingest.validate import reader_set, split_invalid
 from ingest.wire import decode_structure, encode_batch
-from tagtrail.config import load_settings
 
 BATCH = 1000
 READERS_PER_GATEWAY = 8
@@ -114,7 +114,7 @@ def run_publisher(args: argparse.Namespace) -> list[dict]:
     codecs = [c for c in ("zstd", "lz4", "gzip") if getattr(kafka_codec, f"has_{c}")()] + [None]
     if args.bootstrap:
         return [asyncio.run(bench_publish(args.bootstrap, args.reads, c)) for c in codecs]
-    from deploy.kafka.broker import LocalKafka
+    from tagtrail.broker.launcher import LocalKafka
 
     settings = load_settings()
     with tempfile.TemporaryDirectory(prefix="bench-wire-") as tmp:

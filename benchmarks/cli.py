@@ -1,4 +1,5 @@
-"""`tagtrail bench ...`: benchmark commands; the lead registers `bench_app` as `tagtrail bench`.
+"""`tagtrail bench ...`: benchmark commands, added to the CLI through the `tagtrail.commands`
+entry point of benchmarks/pyproject.toml.
 
 Each run writes results/<run-id>/ with results.json, report.md and PNG plots.
 """

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaProducer
+from stream.sessionize.reference import reference_sightings
 
 from benchmarks import e2e_checks as checks
 from benchmarks import e2e_procs as ep
@@ -37,15 +38,15 @@ from benchmarks.e2e_feed import FeedResult, feed
 from benchmarks.e2e_owners import HotlistReports, Owners, Reporter
 from benchmarks.e2e_scale import Scale
 from benchmarks.e2e_spool import ReadSpool
-from deploy.kafka.broker import LocalKafka
+from core.config import Settings, load_settings
+from core.priority import renice_threads, reset_threads
+from core.records.readers import ReaderRegistry
+from core.runtime import RunningPipeline
 from ingest.publisher import GatewayPublisher
 from ingest.simulator import Simulation
-from stream.dedup import ReaderRegistry, reference_sightings
-from stream.progress import wait_drained
-from stream.topics import ensure_topics
-from tagtrail.config import Settings, load_settings
-from tagtrail.priority import renice_threads, reset_threads
-from tagtrail.runtime import RunningPipeline
+from stream.kafka.progress import wait_drained
+from stream.kafka.topics import ensure_topics
+from tagtrail.broker.launcher import LocalKafka
 
 SSE_PATH = "/v1/alerts/stream"
 # The reference sessionizer (pandas) needs ~10x its reads' size: buckets keep a day's peak ~2 GB.

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.e2e_feed import FeedResult
-from stream.records import SIGHTING_COLUMNS
+from core.records.sightings import SIGHTING_COLUMNS
 
 IDENTITY = ["tag_id", "reader_id", "first_ts"]
 # A case alerts on what the workers see once it is on the hotlist: reads sent this long after the

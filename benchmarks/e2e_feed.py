@@ -27,8 +27,8 @@ import numpy as np
 
 from benchmarks.e2e_owners import Case, Reporter, now_ms
 from benchmarks.e2e_spool import ReadSpool
+from core.records.reads import Reads
 from ingest.publisher import GatewayPublisher, SentMessages
-from ingest.reads import Reads
 from ingest.simulator import SimChunk, Simulation
 
 Columns = dict[str, np.ndarray]

@@ -105,7 +105,7 @@ async def watch_topic(cfg: dict[str, Any], got: Received, ready: asyncio.Event) 
             recv = now_ms()
             for records in fetched.values():
                 for msg in records:
-                    # The broker's append time, when the topic stamps it (stream.topics).
+                    # The broker's append time, when the topic stamps it (stream.kafka.topics).
                     appended = msg.timestamp if msg.timestamp_type == 1 else None
                     got.add(recv, "topic", msg.value, appended)
     finally:

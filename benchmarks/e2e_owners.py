@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from stream.alert_records import HotlistEntry, encode_hotlist
+from core.records.alerts import HotlistEntry, encode_hotlist
 
 # Owner keys the stolen bikes are spread over (each key has its own request budget).
 N_OWNERS = 8

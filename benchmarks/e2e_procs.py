@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from tagtrail.config import Settings
-from tagtrail.runtime import RunningPipeline, find_running
+from core.config import Settings
+from core.runtime import RunningPipeline, find_running
 
 
 def env_for(settings: Settings, bootstrap: str, **extra: str) -> dict[str, str]:

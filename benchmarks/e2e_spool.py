@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.reads import READ_DTYPES, Reads
+from core.records.reads import READ_DTYPES, Reads
 
 # Rows a bucket buffers before writing a row group: bounds memory at ~buckets x 40 B x this.
 ROWS_PER_WRITE = 262_144

@@ -90,8 +90,8 @@ def _simulator(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_broker(fn: Callable[[str], Any]) -> Any:
-    from deploy.kafka.broker import LocalKafka
-    from tagtrail.config import load_settings
+    from core.config import load_settings
+    from tagtrail.broker.launcher import LocalKafka
 
     settings = load_settings()
     with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:

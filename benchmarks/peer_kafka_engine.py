@@ -40,7 +40,7 @@ import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from ingest.reads import Reads
+from core.records.reads import Reads
 
 TOPIC = "peer-reads-jsoneachrow"
 ROWS_PER_MESSAGE = 4096
@@ -485,9 +485,9 @@ def main(argv: list[str] | None = None) -> None:
     import tempfile
 
     from benchmarks.e2e_scale import RUSH_START_H, recent_day_ms
-    from deploy.kafka.broker import LocalKafka
+    from core.config import load_settings
     from ingest.simulator import CityConfig, simulate
-    from tagtrail.config import load_settings
+    from tagtrail.broker.launcher import LocalKafka
 
     cfg = CityConfig(scale=args.scale, start_ms=recent_day_ms() + RUSH_START_H * 3_600_000)
     reads = simulate(cfg).reads

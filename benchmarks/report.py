@@ -267,7 +267,7 @@ TERMS = [
     "## Terms",
     "",
     "- sustained reads/s: reads published / (first publish -> pipeline drained: worker and sink "
-    "offsets committed, stream.progress.wait_drained). Generator, broker, pipeline, observer "
+    "offsets committed, stream.kafka.progress.wait_drained). Generator, broker, pipeline, observer "
     "share the 2 cores; the generator (the city's gateways, elsewhere in reality) runs at nice "
     "10 while it replays, and the store's merge threads run at nice 10 (store.embedded).",
     "- gateway flushes: every --flush-ms of wall time (default 1000 ms, a real uplink's batch "
@@ -280,7 +280,8 @@ TERMS = [
     "than real time, one flush carries many simulated "
     "1 s batch intervals, as the simulator's outage backlogs do; reads keep their send order. "
     "Layout: scale.layout (workers as `tagtrail worker` processes, or inside `tagtrail up`).",
-    "- lost: reference sightings (stream.dedup.reference_sightings of every published read) "
+    "- lost: reference sightings (stream.sessionize.reference.reference_sightings of every "
+    "published read) "
     "not found, column for column, in the store's export; duplicated: stored rows sharing "
     "(tag_id, reader_id, first_ts).",
     "- alert latency: from the gateway send of the read that raised the alert to its receipt on "

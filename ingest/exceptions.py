@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tagtrail.errors import TagtrailError
+from core.errors import TagtrailError
 
 # Stable, machine-readable reason codes. They appear in dead-letter headers and metric labels, so
 # they are part of the contract: add new ones, never rename.

@@ -18,11 +18,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import codec as kafka_codec
 from aiokafka.errors import KafkaError
 
+from core.config import Settings
+from core.errors import ConfigError
+from core.records.reads import Reads
 from ingest.exceptions import PublishError
-from ingest.reads import Reads
 from ingest.wire import encode_batch
-from tagtrail.config import Settings
-from tagtrail.errors import ConfigError
 
 # 16 Ki reads is at most 622 KiB with positions: under Kafka's default 1 MiB record limit.
 DEFAULT_MAX_READS_PER_MESSAGE = 16_384

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from core.records.reads import Reads
 from ingest.exceptions import IngestError
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
 
 REQUIRED = ("tag_id", "reader_id", "ts_ms", "rssi_dbm", "flags", "lat", "lon", "gateway_id")
 MAX_BATCH_READS = 4096

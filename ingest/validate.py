@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.records.reads import FLAG_MOBILE, Reads
 from ingest.exceptions import BAD_LATLON, BAD_TIMESTAMP, UNKNOWN_READER, WireError
-from ingest.reads import FLAG_MOBILE, Reads
 
 if TYPE_CHECKING:
     from ingest.wire import Batch

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.records.reads import FLAG_MOBILE, Reads
 from ingest import exceptions as ex
 from ingest.exceptions import WireError
-from ingest.reads import FLAG_MOBILE, Reads
 from ingest.validate import DEFAULT_MAX_FUTURE_MS, check_reads
 
 MAGIC = b"TTRD"

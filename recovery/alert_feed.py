@@ -28,12 +28,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import HTTPException
 from prometheus_client import Counter
 
+from core.loop_thread import LoopThread
+from core.records.alerts import Alert, decode_alerts
 from recovery import casework
 from recovery.sse import FETCH_BYTES, AlertHub
 from store import cases
 from store.accounts import now_ms
-from stream.alert_records import Alert, decode_alerts
-from stream.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0

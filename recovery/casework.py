@@ -13,9 +13,9 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from core.records.alerts import MATCHING_STATUSES, HotlistEntry, encode_hotlist, hotlist_key
 from recovery.auth import POLICE_ROLES, Principal, Role
 from store import accounts, cases
-from stream.alert_records import MATCHING_STATUSES, HotlistEntry, encode_hotlist, hotlist_key
 
 # Which statuses a role may set, and from which current statuses.
 OWNER_SETS = frozenset({"cancelled", "recovered"})

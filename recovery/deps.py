@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, HTTPException, Request
 
+from core.config import Settings
 from recovery.auth import Principal, Role, hash_key, new_key
 from recovery.batching import GroupCommit
 from recovery.notify import Notifier
@@ -19,7 +20,6 @@ from recovery.ratelimit import RateLimiter
 from recovery.webhook_policy import WebhookPolicy
 from store import accounts, cases
 from store.runner import StoreRunner
-from tagtrail.config import Settings
 
 KEY_CACHE_S = 5.0
 

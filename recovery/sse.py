@@ -25,7 +25,7 @@ from math import isfinite
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from stream.alert_records import Alert, decode_alerts
+from core.records.alerts import Alert, decode_alerts
 
 SSE_CLIENTS = Gauge("tagtrail_api_sse_clients", "Open alert streams")
 SSE_EVENTS = Counter("tagtrail_api_sse_events_total", "Alert events sent to stream clients")

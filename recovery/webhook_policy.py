@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tagtrail.config import Settings
+from core.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 from chdb import session as chdb_session
 
+from core.priority import renice_threads
 from store.backend import Params
 from store.exceptions import StoreError, StoreLockedError, StoreQueryError
-from tagtrail.priority import renice_threads
 
 _CODE_RE = re.compile(r"Code: (\d+)")
 # Settings that make the blocks of an INSERT ... SELECT FROM Python(...) deterministic: one
@@ -36,7 +36,7 @@ _INSERT_SETTINGS = (
 # API leave, and still ~10% of a busy core (CFS weights), so inserts and merges keep up. Merges
 # were the API process's largest CPU user over a paced day (126 s, py-spy/proc), and the insert
 # pool (`ThreadPool`: the inserts' blocks and their materialized views, 84 s) competed at nice 0
-# with the alert bursts of the worker and the API. Native threads only (see tagtrail.priority).
+# with the alert bursts of the worker and the API. Native threads only (see core.priority).
 # ClickHouse's own os_threads_nice_value_* settings need CAP_SYS_NICE; raising one's own does not.
 ENGINE_THREAD_NICE = 10
 ENGINE_THREAD_NAMES = ("MergeMutate", "ThreadPool")

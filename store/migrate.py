@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import Settings
 from store.backend import StoreBackend
 from store.cluster import render_for_cluster
 from store.exceptions import HalfAppliedMigration, MigrationError, StoreError
 from store.ttl import sync_ttls
-from tagtrail.config import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _FILE_RE = re.compile(r"^(\d{4})_(\w+)\.sql$")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from core.config import Settings
 from store.backend import StoreBackend
 from store.embedded import EmbeddedBackend
 from store.migrate import migrate
 from store.native import NativeBackend
 from store.store import Store
-from tagtrail.config import Settings
 
 
 def open_backend(settings: Settings) -> StoreBackend:

@@ -219,7 +219,8 @@ def export_sightings(
     )
 
 
-# -- inputs of a late-read backfill (stream.backfill) ------------------------------------------
+# -- inputs of a late-read backfill (stream.sinks.late_merge)
+# ------------------------------------------
 
 
 def partition_watermarks(store: Store, n_partitions: int, from_ms: int) -> dict[int, int]:
@@ -257,7 +258,7 @@ def raw_reads_between(
     store: Store, tag_id: np.ndarray, reader_id: np.ndarray, from_ms: int, to_ms: int
 ) -> dict[str, np.ndarray]:
     """Stored raw reads of those tags and readers with from_ms <= ts_ms <= to_ms (a superset of
-    the keys' windows: callers narrow it with stream.sessionize.select_window)."""
+    the keys' windows: callers narrow it with stream.sessionize.sessionizer.select_window)."""
     if len(tag_id) == 0:
         return {}
     return store.backend.query_columns(

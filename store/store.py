@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from core.config import Settings
 from store.backend import StoreBackend
-from tagtrail.config import Settings
 
 
 class Store:

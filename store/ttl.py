@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
+from core.config import Settings
 from store.backend import StoreBackend
-from tagtrail.config import Settings
 
 # table -> (time expression of the row, settings field holding the retention in days)
 _FIRST_TS = "toDateTime(intDiv(first_ts, 1000), 'UTC')"

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ingest.reads import READ_DTYPES, Reads
+from core.records.reads import READ_DTYPES, Reads
+from core.records.sightings import SIGHTING_DTYPES
 from store.exceptions import StoreError
 from store.store import Store
-from stream.records import SIGHTING_DTYPES
 
 UPSERT_DTYPES: dict[str, np.dtype] = {
     **SIGHTING_DTYPES,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tagtrail.errors import TagtrailError
+from core.errors import TagtrailError
 
 
 class StreamError(TagtrailError):

@@ -2,7 +2,7 @@
 
 Only the sink uses Faust: its batches are large and its latency does not matter. The worker,
 whose alerts must leave within a fraction of a second, consumes with aiokafka directly
-(`stream.worker` says why).
+(`stream.worker.worker` says why).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
 
-from tagtrail.config import Settings
+from core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class IdempotentProducer(FaustKafkaProducer):
 
 
 def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
-    """A Faust app for raw-bytes topics that stream.topics has declared."""
+    """A Faust app for raw-bytes topics that stream.kafka.topics has declared."""
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
@@ -53,7 +53,7 @@ def faust_app(settings: Settings, bootstrap: str, group: str) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.partitions,
-        topic_allow_declare=False,  # stream.topics declares every topic with its policy
+        topic_allow_declare=False,  # stream.kafka.topics declares every topic with its policy
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=16 * 1024 * 1024,

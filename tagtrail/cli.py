@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from benchmarks.cli import bench_app
-from tagtrail.config import Settings, load_settings
-from tagtrail.errors import TagtrailError
+from core.config import Settings, load_settings
+from core.errors import TagtrailError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,7 +29,11 @@ app.add_typer(store_app, name="store")
 app.add_typer(keys_app, name="keys")
 app.add_typer(export_app, name="export")
 app.add_typer(kafka_app, name="kafka")
-app.add_typer(bench_app, name="bench")
+
+# Commands that other distributions add (the benchmarks register `tagtrail bench` from their own
+# pyproject), so the product never imports them.
+for _ep in entry_points(group="tagtrail.commands"):
+    app.add_typer(_ep.load(), name=_ep.name)
 
 err = Console(stderr=True, soft_wrap=True)
 out_console = Console()
@@ -170,7 +174,7 @@ def replay(
     from rich.progress import Progress
 
     from ingest.replay import replay as do_replay
-    from stream.progress import wait_drained
+    from stream.kafka.progress import wait_drained
     from tagtrail.local import bootstrap_for
 
     s = _settings()
@@ -216,16 +220,19 @@ def backfill(
     (within max lateness + gap of its newest reads) are deferred: they stay on the topic and are
     merged once the stream has moved on. See docs/operations.md.
     """
-    from stream.backfill_loop import run_backfill_command
+    from stream.sinks.backfiller import run_backfill_command
+    from tagtrail.local import bootstrap_for
 
-    out_console.print(run_backfill_command(_settings(), follow=follow, timeout_s=timeout_s))
+    settings = _settings()
+    bootstrap = bootstrap_for(settings, "backfill")
+    out_console.print(run_backfill_command(settings, bootstrap, follow=follow, timeout_s=timeout_s))
 
 
 @export_app.command("sightings")
 def export_sightings(out_file: Annotated[Path, typer.Argument(help="output .parquet")]) -> None:
     """Write the current stored sightings (contract columns) to a Parquet file."""
+    from core.runtime import find_running
     from tagtrail.local import api_call
-    from tagtrail.runtime import find_running
 
     s = _settings()
     up_ = find_running(s)
@@ -251,10 +258,10 @@ def keys_create(
     owner_id: Annotated[str | None, typer.Option(help="owner keys: the owner account")] = None,
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
+    from core.runtime import find_running
     from recovery.auth import Role, new_key
     from store import accounts
     from tagtrail.local import api_call
-    from tagtrail.runtime import find_running
 
     if role not in Role.__members__:
         raise TagtrailError(f"--role must be one of {', '.join(Role.__members__)}")

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from core.config import Settings
 from ingest.replay import replay
 from ingest.simulator.config import DEFAULT_START_MS
 from ingest.simulator.parquet import run_simulation_to_parquet
-from stream.progress import wait_drained
-from tagtrail.config import Settings
+from stream.kafka.progress import wait_drained
 from tagtrail.up import Pipeline
 
 RUSH_HOUR_MS = int(7.5 * 3600 * 1000)

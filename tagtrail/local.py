@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tagtrail.config import Settings
-from tagtrail.errors import ConfigError, TagtrailError
-from tagtrail.runtime import RunningPipeline, find_running
+from core.config import Settings
+from core.errors import ConfigError, TagtrailError
+from core.runtime import RunningPipeline, find_running
 
 
 def running_or_fail(settings: Settings, what: str) -> RunningPipeline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from tagtrail.config import Settings
+from core.config import Settings
 
 OWN_PACKAGES = ("tagtrail", "ingest", "stream", "store", "recovery", "benchmarks")
 

@@ -18,8 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
+from core.config import Settings
 from stream import metrics
-from tagtrail.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ class OpsPoller:
         # consumer group -> topics: the workers' group and the raw-read sinks' group read the
         # reads, the sinks' group the sightings.
         if groups is None:
-            from stream.raw_sink import raw_group
-            from stream.sink import sink_group
+            from stream.sinks.raw_reads import raw_group
+            from stream.sinks.sightings import sink_group
 
             groups = {
                 settings.consumer_group: [settings.topic_reads],

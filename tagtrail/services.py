@@ -15,16 +15,16 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 from aiokafka.errors import KafkaError
 
-from deploy.kafka.broker import metadata_ok
+from core.config import Settings
+from core.priority import favour_event_loop
 from recovery.ratelimit import RateLimiter
 from stream.exceptions import BrokerUnavailable
-from stream.gc_pause import freeze_long_lived
-from stream.topics import ensure_topics
-from tagtrail.config import Settings
+from stream.kafka.topics import ensure_topics
+from stream.worker.gc_pause import freeze_long_lived
+from tagtrail.broker.launcher import metadata_ok
 from tagtrail.local import bootstrap_for
 from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api, serve_metrics
-from tagtrail.priority import favour_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ async def _broker(settings: Settings, what: str) -> str:
 
 
 async def _worker(settings: Settings) -> None:
-    from stream.hotlist import HotlistFollower
-    from stream.registry import RegistryFollower
-    from stream.worker import Worker
+    from stream.followers.hotlist import HotlistFollower
+    from stream.followers.registry import RegistryFollower
+    from stream.worker.worker import Worker
 
     bootstrap = await _broker(settings, "worker")
     while True:
@@ -101,7 +101,7 @@ async def _worker(settings: Settings) -> None:
 async def _sink(settings: Settings) -> None:
     from store.open import open_store
     from store.runner import StoreRunner
-    from stream.sink import build_sink
+    from stream.sinks.sightings import build_sink
 
     bootstrap = await _broker(settings, "sink")
     runner = StoreRunner(await asyncio.to_thread(open_store, settings))

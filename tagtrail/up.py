@@ -17,23 +17,23 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
-from deploy.kafka.broker import LocalKafka, metadata_ok
+from core.config import Settings
+from core.errors import ConfigError
+from core.priority import favour_event_loop
+from core.runtime import RunningPipeline, clear_running, write_running
 from recovery.ratelimit import RateLimiter
 from store.runner import StoreRunner
 from stream.exceptions import BrokerUnavailable
 from stream.faust_app import exit_now
-from stream.gc_pause import freeze_long_lived
-from stream.hotlist import HotlistFollower
-from stream.registry import RegistryFollower
-from stream.sink import build_sink
-from stream.topics import ensure_topics
-from stream.worker import Worker
-from tagtrail.config import Settings
-from tagtrail.errors import ConfigError
+from stream.followers.hotlist import HotlistFollower
+from stream.followers.registry import RegistryFollower
+from stream.kafka.topics import ensure_topics
+from stream.sinks.sightings import build_sink
+from stream.worker.gc_pause import freeze_long_lived
+from stream.worker.worker import Worker
+from tagtrail.broker.launcher import LocalKafka, metadata_ok
 from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api
-from tagtrail.priority import favour_event_loop
-from tagtrail.runtime import RunningPipeline, clear_running, write_running
 
 log = logging.getLogger(__name__)
 

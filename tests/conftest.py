@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka.broker import LocalKafka
-from tagtrail.config import Settings, load_settings
+from core.config import Settings, load_settings
+from tagtrail.broker.launcher import LocalKafka
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tagtrail.errors import DependencyMissing, TagtrailError
+from core.errors import DependencyMissing, TagtrailError
 
 HERE = Path(__file__).parent
 SERVER_BINARY = "clickhouse-server"

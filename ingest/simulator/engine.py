@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.reads import Reads
+from core.records.reads import Reads
 from ingest.simulator import _rand
 from ingest.simulator.city import City, build_city
 from ingest.simulator.config import CityConfig

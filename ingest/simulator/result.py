@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.reads import Reads
+from core.records.reads import Reads
 from ingest.simulator.city import City
 from ingest.simulator.config import CityConfig
 from ingest.simulator.engine import SimChunk, Simulation

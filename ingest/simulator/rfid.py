@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.reads import FLAG_LOW_BATTERY, FLAG_MOBILE, FLAG_TAMPER
+from core.records.reads import FLAG_LOW_BATTERY, FLAG_MOBILE, FLAG_TAMPER
 from ingest.simulator import _rand
 from ingest.simulator.city import KIND_MOBILE, M_PER_DEG_LAT, City
 from ingest.simulator.config import CityConfig

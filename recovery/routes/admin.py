@@ -11,11 +11,11 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from core.records.readers import encode_reader
 from recovery.auth import Principal, Role, new_key
 from recovery.deps import Ctx, require
 from recovery.schemas import ERRORS, Reader
 from store import accounts
-from stream.registry import encode_reader
 
 router = APIRouter(tags=["admin"], responses=ERRORS)  # type: ignore[arg-type]
 
@@ -37,7 +37,7 @@ async def import_readers(
 ) -> dict[str, int]:
     """Add or replace readers in the registry (store and the workers' registry topic)."""
     from store.writes import upsert_readers
-    from stream.dedup import cells_for
+    from stream.geoindex import cells_for
 
     if not body.readers:
         raise HTTPException(422, "no readers given")

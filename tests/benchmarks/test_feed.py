@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from benchmarks.e2e_spool import ReadSpool
+from core.records.reads import Reads
 from ingest.publisher import GatewayPublisher, partition_of
-from ingest.reads import Reads
 from ingest.wire import decode_structure
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.e2e_feed import _GatewayBuffer, phase_slot
-from ingest.reads import Reads
+from core.records.reads import Reads
 
 
 def reads_of(seq: np.ndarray) -> Reads:

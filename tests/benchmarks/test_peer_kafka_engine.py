@@ -17,8 +17,8 @@ from benchmarks.peer_kafka_engine import (
     native_messages,
     rowbinary_messages,
 )
-from deploy.kafka.broker import LocalKafka
-from ingest.reads import Reads
+from core.records.reads import Reads
+from tagtrail.broker.launcher import LocalKafka
 
 
 def _reads(n: int, seed: int = 7) -> Reads:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.config import Settings, load_settings
 from tagtrail.cli import app
-from tagtrail.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "compose"

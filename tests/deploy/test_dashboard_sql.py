@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from h3.api import basic_int as h3i
 
+from core.config import Settings
+from core.records.sightings import SIGHTING_DTYPES
 from store import queries as q
 from store.open import open_store
 from store.store import Store
 from store.writes import upsert_readers
-from stream.records import SIGHTING_DTYPES
-from tagtrail.config import Settings
 from tests.deploy import promlive
 from tests.store.conftest import TODAY_MS
 

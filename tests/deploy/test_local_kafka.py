@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.kafka.broker import KafkaStartError, LocalKafka, metadata_ok, new_cluster_id
-from tagtrail.config import load_settings
+from core.config import load_settings
+from tagtrail.broker.launcher import KafkaStartError, LocalKafka, metadata_ok, new_cluster_id
 
 
 async def _roundtrip(bootstrap: str, topic: str, payload: bytes) -> bytes:

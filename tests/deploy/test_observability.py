@@ -21,15 +21,15 @@ import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from core.config import Settings
+from core.records.alerts import HotlistEntry, encode_hotlist
+from core.records.reads import Reads
 from deploy.grafana.build import build
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
 from ingest.replay import replay
 from ingest.simulator.parquet import run_simulation_to_parquet
-from stream.alert_records import HotlistEntry, encode_hotlist
-from stream.dedup import cells_for
-from stream.progress import wait_drained
-from tagtrail.config import Settings
+from stream.geoindex import cells_for
+from stream.kafka.progress import wait_drained
 from tagtrail.metrics_server import OpsPoller, instrument_api
 from tagtrail.up import Pipeline
 from tests.deploy import promlive

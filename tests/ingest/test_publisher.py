@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.records.reads import FLAG_MOBILE, Reads
 from ingest.publisher import GatewayPublisher, best_compression, split_by_partition
-from ingest.reads import FLAG_MOBILE, Reads
 from ingest.wire import Batch, decode_batch, decode_structure
 from tests.ingest.test_wire import VECTOR_MIXED, assert_reads_equal, doc_vectors
 

@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.reads import FLAG_MOBILE, FLAG_TAMPER, Reads
+from core.records.reads import FLAG_MOBILE, FLAG_TAMPER, Reads
 from ingest.simulator import CityConfig, iter_chunks, run_simulation_to_parquet, simulate
 from ingest.simulator.result import SimResult
 

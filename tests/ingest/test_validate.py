@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.records.reads import FLAG_MOBILE, Reads
 from ingest import exceptions as ex
 from ingest.exceptions import WireError
-from ingest.reads import FLAG_MOBILE, Reads
 from ingest.validate import (
     MIN_TS_MS,
     bad_latlon_mask,

@@ -13,16 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from core.errors import TagtrailError
+from core.records.reads import FLAG_LOW_BATTERY, FLAG_MOBILE, FLAG_TAMPER, READ_DTYPES, Reads
 from ingest import exceptions as ex
 from ingest.exceptions import WireError
-from ingest.reads import FLAG_LOW_BATTERY, FLAG_MOBILE, FLAG_TAMPER, READ_DTYPES, Reads
 from ingest.wire import (
     HEADER_SIZE,
     decode_batch,
     decode_structure,
     encode_batch,
 )
-from tagtrail.errors import TagtrailError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.kafka.broker import LocalKafka
-from tagtrail.config import Settings, load_settings
+from core.config import Settings, load_settings
+from tagtrail.broker.launcher import LocalKafka
 from tests.recovery.harness import Service, running_service
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from recovery import background
-from recovery.background import Service
+from benchmarks import background_api as background
+from benchmarks.background_api import Service
+from core.config import Settings
 from recovery.notify import Notifier
 from recovery.ratelimit import RateLimiter
 from recovery.webhook_policy import WebhookPolicy
-from tagtrail.config import Settings
 
 __all__ = ["SSEClient", "Service", "running_service", "seed_sightings"]
 

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from deploy.kafka.broker import LocalKafka
 from recovery.deps import ServiceContext
 from recovery.notify import Notifier
 from recovery.webhook_policy import WebhookPolicy
+from tagtrail.broker.launcher import LocalKafka
 from tests.recovery.conftest import module_settings
 from tests.recovery.harness import running_service
 from tests.recovery.test_alerts import NOW, make_alert, produce, wait_until

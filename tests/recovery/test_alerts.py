@@ -16,8 +16,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from core.records.alerts import Alert, alert_id
 from store import cases
-from stream.alert_records import Alert, alert_id
 from tests.recovery.harness import Service, SSEClient
 
 NOW = int(time.time() * 1000)

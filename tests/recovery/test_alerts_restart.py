@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from deploy.kafka.broker import LocalKafka
 from store import cases
+from tagtrail.broker.launcher import LocalKafka
 from tests.recovery.conftest import module_settings
 from tests.recovery.harness import Service, running_service
 from tests.recovery.test_alerts import NOW, make_alert, produce_to, wait_until

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import httpx
 
+from core.config import Settings
+from core.records.reads import Reads
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
-from tagtrail.config import Settings
 from tagtrail.up import Pipeline
 from tests.recovery.harness import SSEClient
 

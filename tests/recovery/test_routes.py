@@ -13,8 +13,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from core.records.alerts import decode_hotlist, hotlist_key
 from recovery.ratelimit import RateLimiter
-from stream.alert_records import decode_hotlist, hotlist_key
 from tests.recovery.harness import Service, seed_sightings
 
 _tags = itertools.count(50_000)

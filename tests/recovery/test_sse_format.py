@@ -7,8 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.records.alerts import Alert
 from recovery.sse import alert_json, event_data
-from stream.alert_records import Alert
 from tests.stream.test_hotlist import ALERT_FIELDS
 
 

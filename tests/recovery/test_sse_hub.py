@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from core.records.alerts import Alert, decode_alerts
 from recovery import sse
 from recovery.sse import AlertHub, AlertStream
-from stream.alert_records import Alert, decode_alerts
 
 NOW = 1_790_000_000_000
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
 from store.open import open_store
 from store.store import Store
-from tagtrail.config import Settings
 
 # Sightings older than the TTL are dropped at insert, so test data lives in recent days.
 TODAY_MS = (int(time.time()) // 86_400) * 86_400_000

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.priority import thread_nice
 from store.embedded import ENGINE_THREAD_NICE, EmbeddedBackend
 from store.exceptions import StoreLockedError, StoreQueryError
 from store.store import Store
-from tagtrail.priority import thread_nice
 
 CHILD = """
 import sys

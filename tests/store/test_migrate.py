@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
 from store.embedded import EmbeddedBackend
 from store.exceptions import HalfAppliedMigration, MigrationError
 from store.migrate import SCHEMA_MIGRATIONS_DDL, Migration, load_migrations, migrate, render
 from store.store import Store
 from store.ttl import TTL_COLUMNS, current_ttl_days, sync_ttls
-from tagtrail.config import Settings
 
 
 def test_rerun_is_noop(store: Store) -> None:

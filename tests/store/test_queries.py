@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from h3.api import basic_int as h3i
 
-from ingest.reads import Reads
+from benchmarks.synthetic import make_readers, make_sightings
+from core.records.reads import Reads
+from core.records.sightings import SIGHTING_DTYPES
 from store import queries as q
 from store.store import Store
-from store.synthetic import make_readers, make_sightings
-from stream.records import SIGHTING_DTYPES
 from tests.store.conftest import TODAY_MS
 
 DAY0 = TODAY_MS - 86_400_000

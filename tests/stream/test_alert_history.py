@@ -9,11 +9,11 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from pytest import MonkeyPatch
 
-from stream import alert_history
-from stream.alert_history import alert_ids_since
-from stream.alert_records import Alert, alert_id
-from stream.topics import ensure_topics
-from tagtrail.config import Settings
+from core.config import Settings
+from core.records.alerts import Alert, alert_id
+from stream.kafka.topics import ensure_topics
+from stream.worker import alert_history
+from stream.worker.alert_history import alert_ids_since
 
 
 def _alert(case: str, first_ts: int) -> Alert:

@@ -8,14 +8,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.reads import Reads
+from core.config import Settings
+from core.records.alerts import HotlistEntry
+from core.records.readers import ReaderRegistry
+from core.records.reads import Reads
 from ingest.wire import encode_batch
-from stream.alert_records import HotlistEntry
-from stream.dedup import ReaderRegistry
-from stream.hotlist import Hotlist
-from stream.processing import Processor, earliest_published
-from stream.registry import RegistryFollower
-from tagtrail.config import Settings
+from stream.followers.hotlist import Hotlist
+from stream.followers.registry import RegistryFollower
+from stream.worker.processing import Processor, earliest_published
 
 T0 = 1_790_000_000_000
 
@@ -71,7 +71,7 @@ def test_each_alert_carries_its_own_messages_publish_time() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 200)), min_size=1, max_size=40))
 def test_first_part_names_the_reads_it_applied(rows: list[tuple[int, int]]) -> None:
-    from stream.sessionize import Sessionizer
+    from stream.sessionize.sessionizer import Sessionizer
 
     reg = ReaderRegistry.from_columns([1], [25.0], [102.7])
     s = Sessionizer(gap_ms=30_000, max_lateness_ms=100_000, registry=reg)

@@ -14,21 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stream.sessionize.reference import reference_sightings
 
+from core.config import Settings
+from core.records.reads import Reads
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
 from store.open import open_store
 from store.queries import export_sightings, sightings_in_area, track
 from store.runner import StoreRunner
-from stream.backfill import merge, watermark_floors
-from stream.backfill_loop import Backfiller, backfill_group
-from stream.dedup import reference_sightings
-from stream.progress import wait_drained
-from stream.registry import RegistryFollower, registry_from_rows
-from stream.sink import build_sink
-from stream.topics import ensure_topics
-from stream.worker import Worker
-from tagtrail.config import Settings
+from stream.followers.registry import RegistryFollower, registry_from_rows
+from stream.kafka.progress import wait_drained
+from stream.kafka.topics import ensure_topics
+from stream.sinks.backfiller import Backfiller, backfill_group
+from stream.sinks.late_merge import merge, watermark_floors
+from stream.sinks.sightings import build_sink
+from stream.worker.worker import Worker
 from tagtrail.up import Pipeline
 from tests.stream.test_exactness import register
 

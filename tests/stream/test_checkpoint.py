@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.reads import Reads
-from stream.checkpoint import Checkpoint, CheckpointStore, _kept_from_fork
-from stream.dedup import ReaderRegistry
+from core.records.readers import ReaderRegistry
+from core.records.reads import Reads
 from stream.exceptions import CheckpointStopped, StreamError
-from stream.sessionize import Sessionizer
+from stream.sessionize.sessionizer import Sessionizer
+from stream.worker.checkpoint import Checkpoint, CheckpointStore, _kept_from_fork
 
 
 def _sessionizer() -> Sessionizer:

@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from stream.registry import RegistryFollower
-from stream.worker import BURST_QUIET_S, CHECKPOINT_OVERDUE_TURNS, Worker
-from tagtrail.config import Settings
+from core.config import Settings
+from stream.followers.registry import RegistryFollower
+from stream.worker.worker import BURST_QUIET_S, CHECKPOINT_OVERDUE_TURNS, Worker
 
 
 def test_a_checkpoint_turn_waits_for_an_alert_burst_to_pass(tmp_path: Path) -> None:

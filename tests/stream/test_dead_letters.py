@@ -11,12 +11,12 @@ from collections.abc import Callable
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from core.config import Settings
+from core.records.readers import encode_reader
+from core.records.reads import Reads
 from ingest.exceptions import WireError
-from ingest.reads import Reads
 from ingest.wire import KIND_MESSAGE, KIND_READS, decode_dead_letter, decode_structure, encode_batch
-from stream.progress import wait_drained
-from stream.registry import encode_reader
-from tagtrail.config import Settings
+from stream.kafka.progress import wait_drained
 from tagtrail.up import Pipeline
 
 READERS = np.arange(1, 6, dtype=np.uint32)

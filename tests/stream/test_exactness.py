@@ -14,22 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from stream.sessionize.reference import reference_sightings
 
-from deploy.kafka.broker import LocalKafka
+from core.config import Settings, load_settings
+from core.records.alerts import Alert, HotlistEntry, alert_id, encode_hotlist
+from core.records.readers import encode_reader
+from core.records.reads import Reads
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
 from ingest.simulator import CityConfig, simulate
 from ingest.wire import KIND_MESSAGE, KIND_READS, decode_dead_letter, decode_structure
 from store.open import open_store
 from store.queries import export_sightings
 from store.runner import StoreRunner
-from stream.alert_records import Alert, HotlistEntry, alert_id, encode_hotlist
-from stream.dedup import reference_sightings
-from stream.progress import lag, wait_drained
-from stream.registry import RegistryFollower, encode_reader, registry_from_rows
-from stream.sink import build_sink
-from stream.topics import ensure_topics
-from tagtrail.config import Settings, load_settings
+from stream.followers.registry import RegistryFollower, registry_from_rows
+from stream.kafka.progress import lag, wait_drained
+from stream.kafka.topics import ensure_topics
+from stream.sinks.sightings import build_sink
+from tagtrail.broker.launcher import LocalKafka
 from tagtrail.demo import yesterday_rush_hour_ms
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream._h3consts import FACE_CENTER_GEO, FACE_CENTER_XYZ
-from stream._h3kernels import cells_serial
 from stream.geoindex import (
     ReaderCellTable,
     cell_to_parent,
@@ -21,6 +19,8 @@ from stream.geoindex import (
     latlng_to_cells_multi,
     string_to_cell,
 )
+from stream.geoindex._consts import FACE_CENTER_GEO, FACE_CENTER_XYZ
+from stream.geoindex._kernels import cells_serial
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE = REPO_ROOT.parent / "shared" / "h3-conformance"

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.alert_records import (
+from core.records.alerts import (
     Alert,
     HotlistEntry,
     _scan,
@@ -19,7 +19,7 @@ from stream.alert_records import (
     encode_hotlist,
     hotlist_key,
 )
-from stream.hotlist import Hotlist, HotlistFollower
+from stream.followers.hotlist import Hotlist, HotlistFollower
 
 TAGS = [11, 12, 13, 14]
 

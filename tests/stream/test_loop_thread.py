@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from stream.loop_thread import LoopThread
+from core.loop_thread import LoopThread
 
 
 def test_start_stop_and_failures() -> None:

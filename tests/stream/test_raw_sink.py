@@ -8,15 +8,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from core.config import Settings
+from core.records.reads import Reads
 from ingest.publisher import GatewayPublisher
-from ingest.reads import Reads
 from store.open import open_store
 from store.runner import StoreRunner
-from stream.progress import lag
-from stream.raw_sink import RawReadSink, batch_token, raw_group
-from stream.registry import RegistryFollower
-from stream.topics import ensure_topics
-from tagtrail.config import Settings
+from stream.followers.registry import RegistryFollower
+from stream.kafka.progress import lag
+from stream.kafka.topics import ensure_topics
+from stream.sinks.raw_reads import RawReadSink, batch_token, raw_group
 from tests.stream.test_backfill import T0, readers
 from tests.stream.test_exactness import register
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stream.sessionize.reference import reference_sightings
 
-from ingest.reads import FLAG_MOBILE, Reads
-from stream.dedup import ReaderRegistry, reference_sightings
-from stream.sessionize import (
+from core.records.readers import ReaderRegistry
+from core.records.reads import FLAG_MOBILE, Reads
+from stream.sessionize.sessionizer import (
     CHANGE_DTYPES,
     Sessionizer,
     SightingChanges,

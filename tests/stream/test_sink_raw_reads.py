@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.config import Settings
+from core.records.readers import ReaderRegistry
+from core.records.reads import Reads
 from ingest.exceptions import BAD_TIMESTAMP, UNKNOWN_READER
-from ingest.reads import Reads
 from ingest.wire import encode_batch
-from stream.dedup import ReaderRegistry
-from stream.processing import Processor
-from stream.raw_sink import valid_reads
-from stream.registry import RegistryFollower
-from tagtrail.config import Settings
+from stream.followers.registry import RegistryFollower
+from stream.sinks.raw_reads import valid_reads
+from stream.worker.processing import Processor
 
 PUBLISHED_MS = 1_790_000_000_000.0  # long ago: the wall clock must not matter
 SKEW_MS = 600_000

@@ -1,4 +1,5 @@
-"""The compact sessionizer state (stream.state) at its edges: ts offsets that rebase, widen to
+"""The compact sessionizer state (stream.sessionize.state) at its edges: ts offsets that rebase,
+widen to
 int64 and narrow back; the side pool of positions; free lists and compaction; snapshot formats."""
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stream.sessionize.reference import reference_sightings
 
-from ingest.reads import FLAG_MOBILE, Reads
-from stream.dedup import reference_sightings
-from stream.sessionize import Sessionizer, backfill_window, select_window
-from stream.state_kernels import NO_POS
+from core.records.reads import FLAG_MOBILE, Reads
+from stream.sessionize.kernels import NO_POS
+from stream.sessionize.sessionizer import Sessionizer, backfill_window, select_window
 from tests.stream.test_sessionize import BIG, GAP, REG, Store, assert_same, split
 
 T0 = 1_790_000_000_000

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.topics import ensure_topics, topic_specs
-from tagtrail.config import Settings
+from core.config import Settings
+from stream.kafka.topics import ensure_topics, topic_specs
 
 
 def test_specs_follow_settings(settings_factory: Callable[..., Settings]) -> None:
@@ -77,7 +77,7 @@ def test_created_topics_have_a_leader_for_every_partition(
 def test_partition_lag_names_where_a_group_stands(
     settings_factory: Callable[..., Settings], kafka_bootstrap: str
 ) -> None:
-    from stream.progress import partition_lag
+    from stream.kafka.progress import partition_lag
 
     s = settings_factory(partitions=3)
 

@@ -1,0 +1,1 @@
+"""Sinks into the store: sighting upserts, raw reads, and the merge of late reads (backfill)."""

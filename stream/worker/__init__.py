@@ -1,0 +1,2 @@
+"""The worker: consumes gateway batches, validates, sessionizes, geo-indexes and matches the
+hotlist."""
