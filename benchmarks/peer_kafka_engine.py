@@ -31,19 +31,23 @@ import shutil
 import subprocess
 import sys
 import time
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from benchmarks.peer_messages import (
+    ENGINE_COLUMNS,
+    json_messages,
+    message_bounds,
+    native_messages,
+    rowbinary_messages,
+)
 from core.records.reads import Reads
 
 TOPIC = "peer-reads-jsoneachrow"
-ROWS_PER_MESSAGE = 4096
 COLUMNS = (
     "tag_id UInt64, reader_id UInt32, ts_ms Int64, rssi_dbm Int8, flags UInt8, "
     "lat Nullable(Float64), lon Nullable(Float64)"
@@ -54,16 +58,6 @@ SELECT tag_id, reader_id, intDiv(ts_ms, 30000) AS bucket, min(ts_ms) AS first_ts
        max(ts_ms) AS last_ts, count() AS n_reads, max(rssi_dbm) AS max_rssi
 FROM {db}.reads GROUP BY tag_id, reader_id, bucket
 """
-# Column order of the engine's tables and of both binary encodings (ClickHouse type, our field).
-ENGINE_COLUMNS = (
-    ("tag_id", "UInt64"),
-    ("reader_id", "UInt32"),
-    ("ts_ms", "Int64"),
-    ("rssi_dbm", "Int8"),
-    ("flags", "UInt8"),
-    ("lat", "Float64"),
-    ("lon", "Float64"),
-)
 FORMATS = ("Native", "RowBinary")
 # The e2e run 20261128-110245 sent 2.4 reads per gateway message (paced feed); bench_wire's batches
 # hold 1,000. The standalone run measures both ends.
@@ -85,63 +79,6 @@ NOTES = (
     "kafka_flush_interval_ms=200 (ClickHouse's default 7500 would dominate small runs).",
     "2 cores shared with other work: figures are noisy (see load_1min_at_start).",
 )
-
-
-def message_bounds(n: int, reads_per_message: float) -> np.ndarray:
-    """Start offsets of each message plus n; sizes differ by at most one read around the mean."""
-    if reads_per_message < 1:
-        raise ValueError(f"reads_per_message must be >= 1, got {reads_per_message}")
-    k = max(1, round(n / reads_per_message)) if n else 0
-    return np.unique(np.round(np.linspace(0, n, k + 1)).astype(np.int64))
-
-
-def rowbinary_messages(reads: Reads, bounds: np.ndarray) -> list[bytes]:
-    """RowBinary rows are the packed struct of the columns: one vectorised copy, then slices."""
-    dt = np.dtype([(name, getattr(reads, name).dtype) for name, _ in ENGINE_COLUMNS])
-    rows = np.empty(len(reads), dt)
-    for name, _ in ENGINE_COLUMNS:
-        rows[name] = getattr(reads, name)
-    buf = memoryview(rows.tobytes())
-    size = dt.itemsize
-    return [bytes(buf[a * size : b * size]) for a, b in pairwise(bounds.tolist())]
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = v & 0x7F
-        v >>= 7
-        out.append(byte | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def native_messages(reads: Reads, bounds: np.ndarray) -> list[bytes]:
-    """One ClickHouse Native block per message: column count, row count, then per column its
-    name, type and raw little-endian array (the layout chdb itself writes for these types)."""
-    heads = [_varint(len(n)) + n.encode() + _varint(len(t)) + t.encode() for n, t in ENGINE_COLUMNS]
-    bufs = [
-        memoryview(np.ascontiguousarray(getattr(reads, n)).view(np.uint8))
-        for n, _ in ENGINE_COLUMNS
-    ]
-    sizes = [getattr(reads, n).dtype.itemsize for n, _ in ENGINE_COLUMNS]
-    ncols = _varint(len(ENGINE_COLUMNS))
-    out = []
-    for a, b in pairwise(bounds.tolist()):
-        parts = [ncols, _varint(b - a)]
-        for head, buf, size in zip(heads, bufs, sizes, strict=True):
-            parts += (head, buf[a * size : b * size])
-        out.append(b"".join(parts))
-    return out
-
-
-def json_messages(reads: Reads) -> list[bytes]:
-    df = pd.DataFrame({k: getattr(reads, k) for k in Reads.__slots__})
-    out = []
-    for i in range(0, len(df), ROWS_PER_MESSAGE):
-        # pandas writes the lines in C; NaN positions become null (Nullable columns).
-        out.append(df.iloc[i : i + ROWS_PER_MESSAGE].to_json(orient="records", lines=True).encode())
-    return out
 
 
 async def _publish(bootstrap: str, topic: str, messages: list[bytes], partitions: int) -> float:

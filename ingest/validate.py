@@ -7,15 +7,23 @@ bad position, absurd timestamp) and splits a batch into the valid reads and the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from core.records.reads import FLAG_MOBILE, Reads
 from ingest.exceptions import BAD_LATLON, BAD_TIMESTAMP, UNKNOWN_READER, WireError
 
-if TYPE_CHECKING:
-    from ingest.wire import Batch
+
+class Batch(Protocol):
+    """What validation needs of a decoded gateway message (ingest.wire.Batch): its reads.
+
+    A protocol rather than the class itself, so validation does not import the wire format that
+    calls it."""
+
+    @property
+    def reads(self) -> Reads: ...
+
 
 # 2015-01-01T00:00:00Z: no deployed reader predates it, so anything earlier is a clock that lost
 # its time (a reset RTC typically reports 1970 or 2000).

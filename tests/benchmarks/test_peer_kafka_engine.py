@@ -10,9 +10,9 @@ import chdb
 import numpy as np
 import pytest
 
-from benchmarks.peer_kafka_engine import (
+from benchmarks.peer_kafka_engine import kafka_engine_peer
+from benchmarks.peer_messages import (
     ENGINE_COLUMNS,
-    kafka_engine_peer,
     message_bounds,
     native_messages,
     rowbinary_messages,
