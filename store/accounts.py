@@ -24,6 +24,15 @@ def insert_key(
     store: Store, *, key_hash: str, key_id: str, name: str, role: str, owner_id: str
 ) -> None:
     t = now_ms()
+    _write_key(store, (key_hash, key_id, name, role, owner_id, t), revoked=False, at_ms=t)
+
+
+def _write_key(
+    store: Store, row: tuple[str, str, str, str, str, int], *, revoked: bool, at_ms: int
+) -> None:
+    """One version of a key's row (key_hash, key_id, name, role, owner_id, created_at): the table
+    keeps the newest `updated_at` per key, so a revocation is a new row, not an update."""
+    key_hash, key_id, name, role, owner_id, created_at = row
     store.backend.insert_columns(
         "api_keys",
         {
@@ -32,9 +41,9 @@ def insert_key(
             "name": np.array([name], dtype=object),
             "role": np.array([role], dtype=object),
             "owner_id": np.array([owner_id], dtype=object),
-            "created_at": np.array([t], dtype=np.int64),
-            "revoked": np.array([0], dtype=np.uint8),
-            "updated_at": np.array([t], dtype=np.int64),
+            "created_at": np.array([created_at], dtype=np.int64),
+            "revoked": np.array([int(revoked)], dtype=np.uint8),
+            "updated_at": np.array([at_ms], dtype=np.int64),
         },
     )
 
@@ -126,19 +135,8 @@ def revoke_key(store: Store, key_id: str) -> bool:
     if not rows:
         return False
     key_hash, name, role, owner_id, created_at = rows[0]
-    store.backend.insert_columns(
-        "api_keys",
-        {
-            "key_hash": np.array([key_hash], dtype=object),
-            "key_id": np.array([key_id], dtype=object),
-            "name": np.array([name], dtype=object),
-            "role": np.array([role], dtype=object),
-            "owner_id": np.array([owner_id], dtype=object),
-            "created_at": np.array([created_at], dtype=np.int64),
-            "revoked": np.array([1], dtype=np.uint8),
-            "updated_at": np.array([now_ms()], dtype=np.int64),
-        },
-    )
+    row = (key_hash, key_id, name, role, owner_id, created_at)
+    _write_key(store, row, revoked=True, at_ms=now_ms())
     return True
 
 
