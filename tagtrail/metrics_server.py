@@ -13,13 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from core.config import Settings
 from stream import metrics
+from stream.kafka.cluster import topic_partitions
+from stream.kafka.groups import drain_stages
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +93,9 @@ class OpsPoller:
         # consumer group -> topics: the workers' group and the raw-read sinks' group read the
         # reads, the sinks' group the sightings.
         if groups is None:
-            from stream.sinks.raw_reads import raw_group
-            from stream.sinks.sightings import sink_group
-
-            groups = {
-                settings.consumer_group: [settings.topic_reads],
-                raw_group(settings): [settings.topic_reads],
-                sink_group(settings): [settings.topic_sightings],
-            }
+            groups = {}
+            for group, topic in drain_stages(settings):
+                groups.setdefault(group, []).append(topic)
         self.groups = groups
         self.polls = 0
         self._task: asyncio.Task[None] | None = None
@@ -138,13 +135,10 @@ class OpsPoller:
     async def _poll_lag(self) -> None:
         if self._admin is None or self._consumer is None:
             raise RuntimeError("OpsPoller.start() was not called")
-        meta = await self._consumer._client.fetch_all_metadata()
+        every_topic = sorted({t for ts in self.groups.values() for t in ts})
+        known = await topic_partitions(self._consumer, every_topic)  # one metadata request
         for group, topics in self.groups.items():
-            tps = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in sorted(meta.partitions_for_topic(t) or ())
-            ]
+            tps = [tp for tp in known if tp.topic in topics]
             if not tps:
                 continue
             end = await self._consumer.end_offsets(tps)

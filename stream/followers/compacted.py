@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.exceptions import BrokerUnavailable
+from stream.kafka.cluster import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,15 @@ class CompactedFollower:
             auto_offset_reset="earliest",
         )
         await self._consumer.start()
-        parts: set[int] = set()
+        tps: list[TopicPartition] = []
         for _ in range(50):  # a just-created topic takes a moment to appear in metadata
-            # The consumer's own metadata only covers assigned topics: ask for the whole cluster's.
-            meta = await self._consumer._client.fetch_all_metadata()
-            parts = meta.partitions_for_topic(self.topic) or set()
-            if parts:
+            tps = await topic_partitions(self._consumer, [self.topic])
+            if tps:
                 break
             await asyncio.sleep(0.2)
-        if not parts:
+        if not tps:
             await self._consumer.stop()
             raise BrokerUnavailable(f"topic {self.topic} does not exist on the broker")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         end = await self._consumer.end_offsets(tps)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.config import Settings
+from stream.kafka.cluster import committed_offset, offset_clients, topic_partitions
+from stream.kafka.groups import drain_stages
 
 
 async def lag(bootstrap: str, group: str, topics: list[str]) -> int:
@@ -22,24 +23,15 @@ async def partition_lag(
 ) -> dict[TopicPartition, tuple[int, int, int]]:
     """Per partition of `topics`: (messages behind, end offset, offset `group` committed;
     -1 when it has committed none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        meta = await consumer._client.fetch_all_metadata()
-        tps = [TopicPartition(t, p) for t in topics for p in (meta.partitions_for_topic(t) or ())]
+    async with offset_clients(bootstrap) as (admin, consumer):
+        tps = await topic_partitions(consumer, topics)
         end = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
         out = {}
         for tp in tps:
-            c = committed.get(tp)
-            done = c.offset if c is not None and c.offset >= 0 else -1
+            done = committed_offset(committed.get(tp))
             out[tp] = (max(end[tp] - max(done, 0), 0), end[tp], done)
         return out
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 600.0) -> None:
@@ -47,19 +39,11 @@ async def wait_drained(settings: Settings, bootstrap: str, timeout_s: float = 60
 
     The reads are drained first (by the worker and the raw-read sink), then the sightings they
     produced (published before the reads' offsets were committed), so checks in this order are
-    enough. A broker that is briefly
-    unreachable (restarting) is waited for like any other lag, until the deadline.
+    enough (`stream.kafka.groups.drain_stages`). A broker that is briefly unreachable
+    (restarting) is waited for like any other lag, until the deadline.
     """
     deadline = time.monotonic() + timeout_s
-    from stream.sinks.raw_reads import raw_group
-    from stream.sinks.sightings import sink_group
-
-    stages = (
-        (settings.consumer_group, settings.topic_reads),
-        (raw_group(settings), settings.topic_reads),
-        (sink_group(settings), settings.topic_sightings),
-    )
-    for group, topic in stages:
+    for group, topic in drain_stages(settings):
         while True:
             try:
                 parts = await partition_lag(bootstrap, group, [topic])

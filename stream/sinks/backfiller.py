@@ -1,11 +1,12 @@
 """The backfill consumer: the late-reads topic, in rounds, through `stream.sinks.late_merge.merge`.
 
-One backfiller per pipeline, in consumer group `<group>-backfill`. The sink hosts it (inside
-`tagtrail up` or `tagtrail sink`: the process that owns the store), so late reads are merged
-continuously; `tagtrail backfill` then waits for it (`wait_for_host`), or, when no sink runs,
-runs it itself until the topic is drained (`Backfiller.run`). Offsets are committed only after a
-round's writes; messages with deferred reads stay uncommitted (retried as the stream moves on),
-and each commit carries the round counters as metadata, which is how the command reports them.
+One backfiller per pipeline, in consumer group `stream.kafka.groups.backfill_group`. The sink
+hosts it (inside `tagtrail up` or `tagtrail sink`: the process that owns the store), so late reads
+are merged continuously; `tagtrail backfill` then waits for it (`wait_for_host`), or, when no sink
+runs, runs it itself until the topic is drained (`Backfiller.run`). Offsets are committed only
+after a round's writes; messages with deferred reads stay uncommitted (retried as the stream moves
+on), and each commit carries the round counters as metadata, which is how the command reports
+them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -32,19 +34,16 @@ from ingest.exceptions import WireError
 from ingest.wire import decode_structure
 from store.runner import StoreRunner
 from stream.followers.registry import RegistryFollower
+from stream.kafka.cluster import committed_offset, offset_clients, topic_partitions
+from stream.kafka.group_member import PartitionsListener
+from stream.kafka.groups import backfill_group, drain_stages
 from stream.sinks.late_merge import key_mask, merge, watermark_floors
-from stream.sinks.raw_reads import raw_group
-from stream.sinks.sightings import sink_group
 
 log = logging.getLogger(__name__)
 
 ROUND_MAX_READS = 500_000  # late reads merged per round: one set of store queries for all
 RETRY_S = 5.0  # how often deferred reads are tried again in follow mode
 CATCH_UP_TIMEOUT_S = 120.0
-
-
-def backfill_group(settings: Settings) -> str:
-    return f"{settings.consumer_group}-backfill"
 
 
 class NotCaughtUp(TagtrailError):
@@ -100,23 +99,17 @@ async def caught_up(settings: Settings, bootstrap: str, timeout_s: float) -> Non
     worker had published by then. Raises NotCaughtUp after `timeout_s`.
     """
     deadline = time.monotonic() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        stages = (
-            ((settings.consumer_group, raw_group(settings)), settings.topic_reads),
-            ((sink_group(settings),), settings.topic_sightings),
-        )
-        for groups, topic in stages:
-            meta = await consumer._client.fetch_all_metadata()
-            tps = [TopicPartition(topic, p) for p in sorted(meta.partitions_for_topic(topic) or ())]
+    async with offset_clients(bootstrap) as (admin, consumer):
+        # One target per topic (its end offsets now), for every group that consumes it.
+        for topic, stages in groupby(drain_stages(settings), key=lambda stage: stage[1]):
+            tps = await topic_partitions(consumer, [topic])
             target = await consumer.end_offsets(tps)
-            for group in groups:
+            for group, _ in stages:
                 while True:
                     got = await admin.list_consumer_group_offsets(group, partitions=tps)
-                    behind = [tp for tp in tps if target[tp] > max(_offset(got.get(tp)), 0)]
+                    behind = [
+                        tp for tp in tps if target[tp] > max(committed_offset(got.get(tp)), 0)
+                    ]
                     if not behind:
                         break
                     if time.monotonic() > deadline:
@@ -126,27 +119,6 @@ async def caught_up(settings: Settings, bootstrap: str, timeout_s: float) -> Non
                             "the sink running and caught up"
                         )
                     await asyncio.sleep(0.25)
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-def _offset(om: OffsetAndMetadata | None) -> int:
-    return -1 if om is None else int(om.offset)
-
-
-class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Forget deferred reads of partitions another member now owns (it re-reads them)."""
-
-    def __init__(self, owner: Backfiller) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        gone = {tp.partition for tp in revoked}
-        self.owner._pending = [p for p in self.owner._pending if p.partition not in gone]
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
 
 
 class Backfiller:
@@ -175,13 +147,12 @@ class Backfiller:
         await consumer.start()
         try:
             await registry.caught_up.wait()
-            meta = await consumer._client.fetch_all_metadata()
-            n_parts = len(meta.partitions_for_topic(s.topic_reads) or ())
+            n_parts = len(await topic_partitions(consumer, [s.topic_reads]))
             if n_parts == 0:
                 raise TagtrailError(f"topic {s.topic_reads} does not exist on {self.bootstrap}")
             # Subscribed, not assigned: the group then shows a member, which is how the command
             # finds a running backfiller (one per pipeline: see the module docstring).
-            consumer.subscribe([s.topic_late], listener=_DropRevoked(self))
+            consumer.subscribe([s.topic_late], listener=PartitionsListener(revoked=self._drop))
             first: list[_Pending] = []
             join_by = time.monotonic() + CATCH_UP_TIMEOUT_S
             while not consumer.assignment():  # polling joins the group
@@ -217,6 +188,11 @@ class Backfiller:
             await registry.stop()
         self.summary.deferred = sum(len(p.reads) for p in self._pending)
         return self.summary
+
+    async def _drop(self, revoked: set[TopicPartition]) -> None:
+        """Forget deferred reads of partitions another member now owns (it re-reads them)."""
+        gone = {tp.partition for tp in revoked}
+        self._pending = [p for p in self._pending if p.partition not in gone]
 
     async def _position(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
         return int(await consumer.position(tp))
@@ -342,14 +318,8 @@ async def wait_for_host(settings: Settings, bootstrap: str, timeout_s: float) ->
     it restarted meanwhile), with the reads it defers now. Raises TagtrailError on timeout.
     """
     group = backfill_group(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        meta = await consumer._client.fetch_all_metadata()
-        parts = sorted(meta.partitions_for_topic(settings.topic_late) or ())
-        tps = [TopicPartition(settings.topic_late, p) for p in parts]
+    async with offset_clients(bootstrap) as (admin, consumer):
+        tps = await topic_partitions(consumer, [settings.topic_late])
         ends = await consumer.end_offsets(tps)
         before = _latest(await admin.list_consumer_group_offsets(group, partitions=tps))
         deadline = time.monotonic() + timeout_s
@@ -373,9 +343,6 @@ async def wait_for_host(settings: Settings, bootstrap: str, timeout_s: float) ->
                     f"{settings.topic_late} within {timeout_s:.0f} s"
                 )
             await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
-        await admin.close()
     after = _latest(got) or Summary(reads_merged=0)
     if before is None or (before.host, before.since_ms) != (after.host, after.since_ms):
         return after

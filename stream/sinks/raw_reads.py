@@ -1,11 +1,10 @@
 """The raw-read sink: every read the worker accepts, from the reads topic into `raw_reads`.
 
-Its own consumer group (`<group>-raw`), read with aiokafka in whole fetches, like the worker: the
-reads topic carries every gateway message (1,500/s at 200 k reads/s), and Faust's per-message
-hand-over cost most of the API process's event loop at that rate (py-spy during a day's replay:
-~30% of the main thread, next to the live alert stream). It runs on a thread with an event loop
-of its own: even in whole fetches, decompressing and parsing every gateway message takes tens of
-ms at a time (py-spy: 15% of the API's loop), which the live alert stream would wait behind.
+Its own consumer group (`stream.kafka.groups.raw_group`), read with aiokafka in whole fetches,
+like the worker: the reads topic carries every gateway message, and Faust's per-message hand-over
+would take much of the event loop of the process it shares with the live alert stream. It runs on
+a thread with an event loop of its own: even in whole fetches, decompressing and parsing every
+gateway message holds a loop for long stretches, which the live alert stream would wait behind.
 
 Offsets are committed only after the store has the rows; the dedup token names the batch's
 offset ranges, so a retried insert is stored once. A rebalance writes and commits what was
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.config import Settings
@@ -33,17 +32,14 @@ from ingest.wire import decode_structure
 from store.runner import StoreRunner
 from stream.faust_app import exit_now
 from stream.followers.registry import RegistryFollower
-from stream.kafka.group_member import group_consumer
+from stream.kafka.group_member import PartitionsListener, group_consumer
+from stream.kafka.groups import raw_group
 from stream.sinks.store_retry import with_retries
 from stream.worker.processing import accepted_reads
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
-
-
-def raw_group(settings: Settings) -> str:
-    return f"{settings.consumer_group}-raw"
 
 
 def valid_reads(
@@ -67,22 +63,6 @@ def batch_token(topic: str, ranges: dict[int, tuple[int, int]]) -> str:
     """The dedup token of a batch: its (partition, first offset, last offset) ranges."""
     parts = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(ranges.items()))
     return f"raw:{topic}:{parts}"
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, sink: RawReadSink) -> None:
-        self.sink = sink
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # What was fetched for them is stored and committed while they are still ours.
-        try:
-            await self.sink._flush()
-        except Exception as e:  # aiokafka would log and swallow it: a lost batch must stop us
-            self.sink.on_fatal(e)
-            raise
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        return None
 
 
 class RawReadSink:
@@ -127,7 +107,9 @@ class RawReadSink:
         # Not reniced, although bulk work: it runs Python (see core.priority for why).
         # A failure to start reaches the caller of `start` (LoopThread).
         consumer = group_consumer(s, self.bootstrap, raw_group(s))
-        consumer.subscribe([s.topic_reads], listener=_Rebalance(self))
+        # A failed flush on revocation is fatal: a lost batch must stop us.
+        listener = PartitionsListener(revoked=self._on_revoked, on_fatal=self.on_fatal)
+        consumer.subscribe([s.topic_reads], listener=listener)
         await consumer.start()
         self._consumer = consumer
         started.set_result(None)
@@ -165,6 +147,10 @@ class RawReadSink:
             due = time.monotonic() - first_at >= self.settings.sink_flush_interval_s
             if self._buffered and (self._buffered >= max_messages or due):
                 await self._flush()
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # What was fetched for them is stored and committed while they are still ours.
+        await self._flush()
 
     async def _flush(self) -> None:
         """Store the buffered messages' valid reads, then commit their offsets."""

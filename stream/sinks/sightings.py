@@ -1,15 +1,14 @@
 """The sink: sighting upserts and raw reads into the store, in large idempotent batches.
 
-Sightings run as their own consumer group (`<group>-sink`), so any number of workers can feed
-one embedded store, and a batch is acknowledged only after the store has the rows: offsets are
-committed only for durable data. A replayed batch is harmless: rows carry (identity, version) and
-the store keeps one row per identity and version. A store that stays unavailable stops the sink
-without acknowledging (Faust would acknowledge a failed batch).
+Sightings run as their own consumer group (`stream.kafka.groups.sink_group`), so any number of
+workers can feed one embedded store, and a batch is acknowledged only after the store has the
+rows: offsets are committed only for durable data. A replayed batch is harmless: rows carry
+(identity, version) and the store keeps one row per identity and version. A store that stays
+unavailable stops the sink without acknowledging (Faust would acknowledge a failed batch).
 
 `Sink` is the two halves: a Faust agent for the sightings topic (a few messages per worker step),
 and `stream.sinks.raw_reads` for the reads topic into `raw_reads` (every gateway message: consumed
-in
-whole fetches, see there why not through Faust). The sink owns the store, so it also hosts the
+in whole fetches, see there why not through Faust). The sink owns the store, so it also hosts the
 late-read backfiller (`stream.sinks.backfiller`), which `tagtrail backfill` waits for.
 """
 
@@ -27,12 +26,10 @@ from store.runner import StoreRunner
 from stream import metrics
 from stream.faust_app import exit_now, faust_app
 from stream.followers.registry import RegistryFollower
+from stream.kafka.groups import sink_group
+from stream.sinks.backfiller import Backfiller
 from stream.sinks.raw_reads import RawReadSink
 from stream.sinks.store_retry import with_retries
-
-
-def sink_group(settings: Settings) -> str:
-    return f"{settings.consumer_group}-sink"
 
 
 class Sink:
@@ -97,8 +94,6 @@ def build_sink(
 
         @app.task
         async def host_backfill() -> None:
-            from stream.sinks.backfiller import Backfiller
-
             try:
                 await Backfiller(settings, bootstrap, runner).run(follow=True)
             except asyncio.CancelledError:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 
 from core.records.alerts import Alert
+from stream.kafka.cluster import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ async def alert_ids_since(bootstrap: str, topic: str, since_ms: int) -> set[str]
     await consumer.start()
     ids: set[str] = set()
     try:
-        parts = await _partitions(bootstrap, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, [topic])
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.offsets_for_times(
@@ -57,13 +56,3 @@ async def alert_ids_since(bootstrap: str, topic: str, since_ms: int) -> set[str]
     finally:
         await consumer.stop()
     return ids
-
-
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (desc,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for p in desc.get("partitions", []))

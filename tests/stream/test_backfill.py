@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream.sessionize.reference import reference_sightings
 
 from core.config import Settings
 from core.records.reads import Reads
@@ -23,9 +22,11 @@ from store.open import open_store
 from store.queries import export_sightings, sightings_in_area, track
 from store.runner import StoreRunner
 from stream.followers.registry import RegistryFollower, registry_from_rows
+from stream.kafka.groups import backfill_group
 from stream.kafka.progress import wait_drained
 from stream.kafka.topics import ensure_topics
-from stream.sinks.backfiller import Backfiller, backfill_group
+from stream.sessionize.reference import reference_sightings
+from stream.sinks.backfiller import Backfiller
 from stream.sinks.late_merge import merge, watermark_floors
 from stream.sinks.sightings import build_sink
 from stream.worker.worker import Worker

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from h3.api import basic_int
-from stream.sessionize.reference import reference_sightings
 
 from core.records.readers import ReaderRegistry
 from core.records.reads import FLAG_MOBILE, Reads
 from core.records.sightings import SIGHTING_DTYPES
 from stream.geoindex import cells_for
+from stream.sessionize.reference import reference_sightings
 
 REG = ReaderRegistry.from_columns([7, 3], [25.05, 25.01], [102.71, 102.65])
 

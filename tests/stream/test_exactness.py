@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from stream.sessionize.reference import reference_sightings
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from core.config import Settings, load_settings
 from core.records.alerts import Alert, HotlistEntry, alert_id, encode_hotlist
@@ -27,8 +26,10 @@ from store.open import open_store
 from store.queries import export_sightings
 from store.runner import StoreRunner
 from stream.followers.registry import RegistryFollower, registry_from_rows
+from stream.kafka.cluster import topic_partitions
 from stream.kafka.progress import lag, wait_drained
 from stream.kafka.topics import ensure_topics
+from stream.sessionize.reference import reference_sightings
 from stream.sinks.sightings import build_sink
 from tagtrail.broker.launcher import LocalKafka
 from tagtrail.demo import yesterday_rush_hour_ms
@@ -176,8 +177,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:  # typ
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        meta = await consumer._client.fetch_all_metadata()
-        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions_for_topic(topic) or ())]
+        tps = await topic_partitions(consumer, [topic])
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)

@@ -14,9 +14,10 @@ from ingest.publisher import GatewayPublisher
 from store.open import open_store
 from store.runner import StoreRunner
 from stream.followers.registry import RegistryFollower
+from stream.kafka.groups import raw_group
 from stream.kafka.progress import lag
 from stream.kafka.topics import ensure_topics
-from stream.sinks.raw_reads import RawReadSink, batch_token, raw_group
+from stream.sinks.raw_reads import RawReadSink, batch_token
 from tests.stream.test_backfill import T0, readers
 from tests.stream.test_exactness import register
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream.sessionize.reference import reference_sightings
 
 from core.records.readers import ReaderRegistry
 from core.records.reads import FLAG_MOBILE, Reads
+from stream.sessionize.reference import reference_sightings
 from stream.sessionize.sessionizer import (
     CHANGE_DTYPES,
     Sessionizer,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream.sessionize.reference import reference_sightings
 
 from core.records.reads import FLAG_MOBILE, Reads
 from stream.sessionize.kernels import NO_POS
+from stream.sessionize.reference import reference_sightings
 from stream.sessionize.sessionizer import Sessionizer, backfill_window, select_window
 from tests.stream.test_sessionize import BIG, GAP, REG, Store, assert_same, split
 
