@@ -34,7 +34,7 @@ QUEUE_SECONDS = Histogram(
     "Broker append of the oldest message in a worker step to the step's start",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-# stream/worker/worker.py: a checkpoint holds steps only while its writer process is forked.
+# stream/worker/checkpoint_turns.py: a checkpoint holds steps only while its writer is forked.
 CHECKPOINT_PAUSE = Histogram(
     "tagtrail_checkpoint_pause_seconds",
     "Worker steps held to start a partition checkpoint (fork of its writer)",
@@ -45,8 +45,8 @@ CHECKPOINT_SECONDS = Histogram(
     "Partition checkpoint started to durable on disk",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-# stream/worker/worker.py: a burst of alerts stops a live writer; the partition is saved at a later
-# turn.
+# stream/worker/checkpoint_turns.py: a burst of alerts stops a live writer; the partition is saved
+# at a later turn.
 CHECKPOINTS_STOPPED = Counter(
     "tagtrail_checkpoints_stopped_total",
     "Partition checkpoint writers stopped to let a burst of alerts through",
@@ -57,9 +57,8 @@ ALERT_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-# --- Added by operations (issue 8): definitions the dashboards and alert rules use. Each
-# comment names where the metric must be updated; every process imports them from here so the
-# default registry never sees a name twice.
+# --- Definitions the dashboards and alert rules use. Each comment names where the metric must be
+# updated; every process imports them from here so the default registry never sees a name twice.
 
 # stream/worker/worker.py: reads that only extended an existing sighting (reads in - new sightings).
 DUPLICATE_READS = Counter(

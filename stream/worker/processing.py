@@ -128,6 +128,16 @@ class Outcome:
 
 
 @dataclass
+class WorkerState:
+    """Counters of one worker process: what its steps took in and what the broker acknowledged."""
+
+    messages: int = 0
+    reads: int = 0
+    upserts: int = 0
+    alerts: int = 0
+
+
+@dataclass
 class PartitionState:
     sessionizer: Sessionizer
     registry_version: int
