@@ -137,7 +137,12 @@ async def _api(settings: Settings) -> None:
     freeze_long_lived()  # the alert stream (SSE) must not stall on full collections
     server = uvicorn.Server(
         uvicorn.Config(
-            api, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"
+            api,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            log_config=None,  # its records go through our handlers (tagtrail.logs)
+            lifespan="off",
         )
     )
     try:

@@ -129,7 +129,8 @@ class Pipeline:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((s.api_host, s.api_port))
         port = sock.getsockname()[1]
-        config = uvicorn.Config(self.api, log_level="warning", lifespan="off")
+        # log_config=None: uvicorn's records go through our handlers (tagtrail.logs), not its own.
+        config = uvicorn.Config(self.api, log_level="warning", log_config=None, lifespan="off")
         self.server = uvicorn.Server(config)
         self._server_task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
