@@ -13,9 +13,9 @@ This arithmetic is not H3's (no acos/atan2/tan), so it may differ from H3 in the
 bits. It is only trusted when the margins exceed a bound on that difference (dominated
 by H3's own ``acos(1 - d^2/2)`` near face centres); otherwise, and for pentagon base
 cells, invalid input or |lng| > 1000, the point is recomputed by the exact H3 4.5
-formulation (``_h3kernels.cell_of``). So results equal h3-py's bit for bit; the guard
-sends about one point in 10^5 to the exact path. Several resolutions of the same points
-share step 1's unit vector and face.
+formulation (``_kernels.cell_of``). So results equal h3-py's bit for bit; the guard
+sends only points very close to a boundary to the exact path. Several resolutions of
+the same points share step 1's unit vector and face.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Kafka plumbing of the stream: topics, consumer-group names, admin, metadata and lag helpers."""
+"""Kafka plumbing of the stream: topics, group names and members, metadata, offsets and lag."""

@@ -16,9 +16,7 @@ from stream.exceptions import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 # How long created topics may take to have a leader for every partition: a consumer group that
-# forms before then may be assigned none of a leaderless partition. (Added for a test run where a
-# sink stayed 2 messages behind with NotLeaderForPartitionError in its log; that failure came
-# again with this wait in place, so it was not, or not only, the cause.)
+# forms before then may be assigned none of a leaderless partition.
 LEADERS_TIMEOUT_S = 30.0
 
 

@@ -1,10 +1,9 @@
 """The numba kernels of the sessionizer state (stream.sessionize.state): hash index, segment
-allocation,
-eviction, compaction moves, ts rebasing, and the merge-and-diff kernel over a sorted batch.
+allocation, eviction, compaction moves, ts rebasing, and the merge-and-diff kernel over a sorted
+batch.
 
-They work on the flat arrays that `stream.sessionize.state.ReadStore` owns (layout in its docstring)
-and
-release the GIL, so the worker runs them off its event loop.
+They work on the flat arrays that `stream.sessionize.state.ReadStore` owns (layout in its
+docstring) and release the GIL, so the worker runs them off its event loop.
 """
 
 from __future__ import annotations

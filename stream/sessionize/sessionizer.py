@@ -3,13 +3,12 @@ out (numba kernels over sorted arrays), state in stream.sessionize.state, late r
 backfill.
 
 Why the output is exact (the contract of stream.sessionize.reference, whatever the batching, order,
-redelivery):
-the state holds, per (tag, reader), every distinct read of every session that a future read could
-still touch. A batch is merged into the state of the keys it touches; the sessions of those keys
-before and after the merge are diffed: sessions whose identity (tag, reader, first_ts) disappeared
-are retracted (is_deleted=1), new or changed ones are upserted. All rows of one call carry one
-version, greater than any earlier call's, so a ReplacingMergeTree(version, is_deleted) keyed by
-(tag_id, reader_id, first_ts) converges on exactly the reference sightings.
+redelivery): the state holds, per (tag, reader), every distinct read of every session that a future
+read could still touch. A batch is merged into the state of the keys it touches; the sessions of
+those keys before and after the merge are diffed: sessions whose identity (tag, reader, first_ts)
+disappeared are retracted (is_deleted=1), new or changed ones are upserted. All rows of one call
+carry one version, greater than any earlier call's, so a ReplacingMergeTree(version, is_deleted)
+keyed by (tag_id, reader_id, first_ts) converges on exactly the reference sightings.
 
 Lateness. With W the newest ts seen by the partition, reads with ts < W - max_lateness_ms are not
 applied but returned as `late` (for the late-reads topic). Every applied read has ts >= W -

@@ -1,2 +1,2 @@
 """The worker: consumes gateway batches, validates, sessionizes, geo-indexes and matches the
-hotlist."""
+hotlist; publishes the outputs and checkpoints its partitions."""

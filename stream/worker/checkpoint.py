@@ -9,9 +9,8 @@ A running worker writes from a forked process (`write(..., fork=True)`): the for
 copy-on-write snapshot of the state, so its steps go on while the file is written. The other
 partitions' state is kept out of the child (`unshared`): the fork then copies fewer page tables,
 and the worker's writes to those partitions meanwhile cost no copy-on-write faults. While the
-writer lives, every page the worker first writes is copied (steps took 1.5-1.6x as long per
-message in a paced day): a writer can be stopped (`PendingCheckpoint.stop`) and the checkpoint
-taken later.
+writer lives, every page the worker first writes is copied, which slows its steps: a writer can
+be stopped (`PendingCheckpoint.stop`) and the checkpoint taken later.
 """
 
 from __future__ import annotations
@@ -130,8 +129,9 @@ class CheckpointStore:
 
         Without `fork`, the state is read before this returns; with it, a forked child writes
         from its copy-on-write view of the state, and the caller may change the state as soon as
-        this returns (about 20 ms per GB of process, to copy the page tables). Late in a day one
-        partition's state is ~300 MB: written in place it held the worker's steps 0.4-0.5 s.
+        this returns (the fork only copies the page tables). A partition's state grows to
+        hundreds of MB over a day: written in place, it would hold the worker's steps for the
+        whole write.
         `unshared`: arrays the checkpoint does not read (other partitions' state), left out of
         the child; the child must not touch them, and they must not change until this returns.
         """

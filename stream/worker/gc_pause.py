@@ -1,9 +1,9 @@
 """Keep the garbage collector's full collections short in long-running stream services.
 
-A worker holds a few million long-lived objects (modules, compiled kernels, registries). CPython
-traverses all of them in every full (generation 2) collection, which ran every few seconds under
-load and paused the process for 90-170 ms each time (measured in the worker; most of the alert
-latency's 99th percentile). `gc.freeze()` moves what is alive now into a permanent generation that
+A worker holds millions of long-lived objects (modules, compiled kernels, registries). CPython
+traverses all of them in every full (generation 2) collection, which under load comes often and
+pauses the whole process, alerts included, for the length of that traversal (figures in
+docs/performance.md). `gc.freeze()` moves what is alive now into a permanent generation that
 collections skip; objects created later are still collected as usual.
 """
 

@@ -251,7 +251,7 @@ class Processor:
             first = next(part.changes)
             row_published: int | np.ndarray = part.published_ms
             if hotlist is not None and len(hotlist) and len(first.rows["tag_id"]):
-                # Only the reads the first part applied: a few thousand of a step's 200 k.
+                # Only the reads the first part applied (hotlisted tags): a small share of a step.
                 at = first.applied if first.applied is not None else np.arange(len(valid))
                 per_message = np.asarray(published, dtype=np.float64).round().astype(np.int64)
                 row_published = earliest_published(
