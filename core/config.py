@@ -12,60 +12,153 @@ from core.errors import ConfigError
 
 
 class Settings(BaseSettings):
-    """Process settings, frozen once built. Units are in the names."""
+    """Process settings, frozen once built. Units are in the names.
+
+    Every field has a one-line `description`: `tagtrail settings` prints them as the README's
+    settings table (tests/test_settings_table.py keeps the two in step).
+    """
 
     model_config = SettingsConfigDict(env_prefix="TAGTRAIL_", frozen=True, extra="ignore")
 
-    data_dir: Path = Path("./data")
-    log_level: str = Field(default="WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    # ClickHouse server DSN; empty means the embedded chdb store in data_dir/clickhouse.
-    clickhouse: str = ""
-    # Kafka bootstrap servers; empty means: start (or find) the local broker.
-    kafka: str = ""
-    kafka_port: int = Field(default=0, ge=0, le=65535)  # local broker; 0 picks a free port
-    kafka_cache_dir: Path = Path.home() / ".cache" / "tagtrail" / "kafka"
-    kafka_heap_mb: int = Field(default=512, ge=128, le=16384)
-    kafka_start_timeout_s: float = Field(default=60.0, gt=0)
-    partitions: int = Field(default=4, ge=1, le=1024)
-    replication_factor: int = Field(default=1, ge=1, le=16)  # of the topics tagtrail creates
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="where the embedded store, local broker, worker checkpoints and run files live",
+    )
+    log_level: str = Field(
+        default="WARNING",
+        pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="level of tagtrail's own logs; DEBUG logs every worker step with its timings",
+    )
+    clickhouse: str = Field(
+        default="",
+        description="ClickHouse server DSN (clickhouse://user:pass@host:9000/db); empty: the "
+        "embedded chdb store in data_dir/clickhouse",
+    )
+    kafka: str = Field(
+        default="",
+        description="Kafka bootstrap servers; empty: start (or find) the local broker",
+    )
+    kafka_port: int = Field(
+        default=0, ge=0, le=65535, description="port of the local broker; 0 picks a free one"
+    )
+    kafka_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "tagtrail" / "kafka",
+        description="where the local broker's jars are fetched once from Maven Central",
+    )
+    kafka_heap_mb: int = Field(
+        default=512, ge=128, le=16384, description="JVM heap of the local broker"
+    )
+    kafka_start_timeout_s: float = Field(
+        default=60.0, gt=0, description="how long the local broker may take to answer"
+    )
+    partitions: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="partitions of the topics tagtrail creates: the most workers one group uses",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=16, description="replicas of the topics tagtrail creates"
+    )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8080, ge=0, le=65535)
-    api_rate_per_s: float = Field(default=50.0, gt=0)  # per API key
-    api_rate_burst: int = Field(default=200, ge=1)
-    console_tile_url: str = ""  # optional map tiles for the police console; none: offline drawing
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    # Owner webhooks go to public https hosts only; these hosts, IPs or CIDRs (comma-separated)
-    # may also be plain http or private, e.g. an integrator's notification gateway on the LAN.
-    webhook_allow_hosts: str = ""
+    api_host: str = Field(
+        default="127.0.0.1", description="address the API (and a worker's metrics port) binds"
+    )
+    api_port: int = Field(default=8080, ge=0, le=65535, description="port of the recovery API")
+    api_rate_per_s: float = Field(
+        default=50.0, gt=0, description="requests per second allowed to one API key"
+    )
+    api_rate_burst: int = Field(
+        default=200, ge=1, description="requests one API key may make at once above its rate"
+    )
+    console_tile_url: str = Field(
+        default="",
+        description="map tile URL template for the police console; empty: no tiles, offline "
+        "drawing",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port of `tagtrail worker` and `sink`; 0: none (the API "
+        "serves its own on api_port)",
+    )
+    # A webhook URL comes from the owner, so by default only public https hosts are called.
+    webhook_allow_hosts: str = Field(
+        default="",
+        description="comma-separated hosts, IPs or CIDRs owner webhooks may also reach over http "
+        "or on a private network (e.g. a notification gateway on the LAN)",
+    )
 
-    topic_reads: str = "tag-reads"
-    topic_readers: str = "readers"
-    topic_dead_letter: str = "tag-reads-dlq"
-    topic_late: str = "tag-reads-late"
-    topic_sightings: str = "sightings"
-    topic_hotlist: str = "hotlist"
-    topic_alerts: str = "alerts"
-    consumer_group: str = "tagtrail-worker"
+    topic_reads: str = Field(default="tag-reads", description="topic of the gateways' read batches")
+    topic_readers: str = Field(default="readers", description="topic of the reader registry")
+    topic_dead_letter: str = Field(
+        default="tag-reads-dlq", description="topic of rejected reads, each with its reason"
+    )
+    topic_late: str = Field(
+        default="tag-reads-late", description="topic of reads later than max_lateness_ms"
+    )
+    topic_sightings: str = Field(
+        default="sightings", description="topic of sighting upserts, worker -> sink"
+    )
+    topic_hotlist: str = Field(default="hotlist", description="topic of open theft cases")
+    topic_alerts: str = Field(default="alerts", description="topic of theft alerts")
+    consumer_group: str = Field(
+        default="tagtrail-worker",
+        description="consumer group of the workers; the sinks use it with -sink, -raw, -backfill",
+    )
 
-    max_clock_skew_ms: int = Field(default=600_000, gt=0)  # reads further in the future are invalid
-    gap_ms: int = Field(default=30_000, gt=0)
-    max_lateness_ms: int = Field(default=48 * 3600 * 1000, gt=0)
-    session_timeout_s: float = Field(default=10.0, ge=6, le=300)  # consumer group liveness
-    # Each partition's state is checkpointed this often when the worker has idle moments between
-    # steps, and at least every 3x this under constant load (stream.worker.worker). A checkpoint
-    # writes
-    # the partition's whole state (~300 MB late in a day replayed at 200 k reads/s, 4 partitions:
-    # at 10 s the worker wrote 120 MB/s, and the writes slowed the steps they overlapped); a
-    # restart re-applies the reads since the last one (up to 3x this: at 200 k reads/s, 90 s of
-    # reads, ~30 s of work).
-    checkpoint_interval_s: float = Field(default=30.0, gt=0)
-    sink_batch_max_rows: int = Field(default=200_000, gt=0)
-    sink_flush_interval_s: float = Field(default=0.5, gt=0)
-    sightings_ttl_days: int = Field(default=180, ge=1)
-    raw_reads_ttl_days: int = Field(default=7, ge=1)
-    back_search_window_h: int = Field(default=72, ge=1)
-    cluster: str = ""
+    max_clock_skew_ms: int = Field(
+        default=600_000, gt=0, description="reads further than this in the future are invalid"
+    )
+    gap_ms: int = Field(
+        default=30_000,
+        gt=0,
+        description="reads of one tag at one reader at most this far apart are one sighting",
+    )
+    max_lateness_ms: int = Field(
+        default=48 * 3600 * 1000,
+        gt=0,
+        description="reads later than this go to the late-reads topic for `tagtrail backfill`",
+    )
+    session_timeout_s: float = Field(
+        default=10.0,
+        ge=6,
+        le=300,
+        description="consumer group liveness: a silent member loses its partitions after this",
+    )
+    # Each checkpoint writes a partition's whole state and slows the steps it overlaps, while a
+    # longer interval lengthens a restart's catch-up: docs/operations.md (Sizing) has the trade.
+    checkpoint_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a worker checkpoints each partition's state this often (at the latest 3x "
+        "this under constant load); a restart re-applies the reads since",
+    )
+    sink_batch_max_rows: int = Field(
+        default=200_000,
+        gt=0,
+        description="rows per store insert the sinks aim at (counted as 100 a Kafka message)",
+    )
+    sink_flush_interval_s: float = Field(
+        default=0.5, gt=0, description="the sinks insert at least this often"
+    )
+    sightings_ttl_days: int = Field(
+        default=180,
+        ge=1,
+        description="retention of sightings and their aggregates, in days",
+    )
+    raw_reads_ttl_days: int = Field(
+        default=7, ge=1, description="retention of raw reads (what late reads are merged with)"
+    )
+    back_search_window_h: int = Field(
+        default=72,
+        ge=1,
+        description="a theft report answers with the bike's sightings of at most this many hours",
+    )
+    cluster: str = Field(
+        default="", description="ClickHouse cluster name for ON CLUSTER DDL; empty: one server"
+    )
 
     @field_validator("clickhouse")
     @classmethod
