@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# make demo KEEP=1 leaves the pipeline and its police console running until Ctrl-C.
 demo: install
-	$(BIN)/tagtrail demo
+	$(BIN)/tagtrail demo $(if $(KEEP),--keep-running)
 
 lint: install
 	$(BIN)/ruff check .

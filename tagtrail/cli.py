@@ -82,13 +82,28 @@ def api() -> None:
 @app.command()
 def demo(
     scale: Annotated[float, typer.Option(help="city scale (1.0 = full Kunming)")] = 0.05,
-    minutes: Annotated[int, typer.Option(help="simulated minutes")] = 20,
+    minutes: Annotated[int, typer.Option(min=5, help="simulated minutes")] = 20,
     seed: Annotated[int, typer.Option()] = 7,
+    keep_running: Annotated[
+        bool, typer.Option(help="keep the pipeline up for the police console until Ctrl-C")
+    ] = False,
 ) -> None:
-    """Start the pipeline on a simulated city, replay its reads, print a summary, stop."""
+    """A stolen e-bike from the owner's report to the police console, through the real pipeline.
+
+    Simulates a small city, replays its reads through `tagtrail up`'s pipeline, reports a theft
+    as an owner through the API and shows its alert, last-seen and track as police. Uses (and
+    wipes) TAGTRAIL_DATA_DIR/demo; logs go to TAGTRAIL_DATA_DIR/demo/logs/tagtrail.log.
+    """
     from tagtrail.demo import run_demo
 
-    run_demo(_settings(), scale=scale, minutes=minutes, seed=seed, console=out_console)
+    run_demo(
+        _settings(),
+        scale=scale,
+        minutes=minutes,
+        seed=seed,
+        keep_running=keep_running,
+        console=out_console,
+    )
 
 
 @kafka_app.command("start")

@@ -1,105 +1,169 @@
-"""`tagtrail demo`: a small simulated city through the whole real pipeline, then a summary."""
+"""`tagtrail demo`: one stolen e-bike, from the owner's report to the police console.
+
+A small simulated city goes through the whole real pipeline (`tagtrail up`'s Pipeline: a local
+Kafka broker, the stream worker, the sink into the embedded store, the recovery API). Its morning
+so far is replayed as history. Then, as an owner's app would, the demo registers a bike and
+reports it stolen through the HTTP API with an owner key; listens to the police console's live
+alert stream while the rest of the morning comes in at 60x real time, as gateways send it; and
+asks, as police stating a reason, where the bike was last seen and for its track.
+
+Everything lives in data/demo (wiped at each run, apart from the logs); third-party logs
+(aiokafka, Faust, uvicorn) go to data/demo/logs/tagtrail.log and the broker's own to
+data/demo/kafka/server.log, so the terminal shows the story and our own errors only.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import tempfile
+import logging
+import os
+import shutil
+import signal
+import socket
 import time
 from pathlib import Path
 
-import httpx
-import numpy as np
-import pyarrow.parquet as pq
 from rich.console import Console
-from rich.table import Table
 
 from core.config import Settings
-from ingest.replay import replay
-from ingest.simulator.config import DEFAULT_START_MS
-from ingest.simulator.parquet import run_simulation_to_parquet
-from stream.kafka.progress import wait_drained
+from core.errors import ConfigError, TagtrailError
+from core.runtime import RunningPipeline, clear_running, find_running, write_running
+from tagtrail.demo_city import choose_bike, clock, simulate, yesterday_rush_hour_ms
+from tagtrail.demo_story import Out, Story, run_story, shown, summary
+from tagtrail.logs import configure_logging
 from tagtrail.up import Pipeline
 
-RUSH_HOUR_MS = int(7.5 * 3600 * 1000)
-DAY_MS = 86_400_000
+# yesterday_rush_hour_ms: tests simulate their cities at the demo's time of day.
+__all__ = ["demo_settings", "run_demo", "yesterday_rush_hour_ms"]
+
+log = logging.getLogger(__name__)
 
 
-def yesterday_rush_hour_ms() -> int:
-    """Yesterday's morning rush hour (local time): recent enough for retention, all in the past."""
-    days = (int(time.time() * 1000) - DEFAULT_START_MS) // DAY_MS - 1
-    return DEFAULT_START_MS + days * DAY_MS + RUSH_HOUR_MS
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's own data folder (data/demo); its API port, or any free one if that is taken."""
+    port = settings.api_port
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((settings.api_host, port))
+        except OSError:
+            port = 0
+    return settings.model_copy(update={"data_dir": settings.data_dir / "demo", "api_port": port})
+
+
+def _fresh(s: Settings) -> None:
+    running = find_running(s)
+    if running is not None:
+        raise ConfigError(
+            f"a demo is already running on {s.data_dir} (pid {running.pid}, {running.api_url})"
+        )
+    if s.data_dir.exists():
+        for child in s.data_dir.iterdir():
+            if child.name != "logs":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _demo(
-    settings: Settings, scale: float, minutes: int, seed: int, console: Console
+    s: Settings, *, scale: float, minutes: int, seed: int, keep: bool, out: Out, log_file: Path
 ) -> None:
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        sim_dir = Path(tmp)
-        with console.status("simulating the city"):
-            run_simulation_to_parquet(
-                sim_dir,
-                scale=scale,
-                duration_s=minutes * 60,
-                seed=seed,
-                start_ms=yesterday_rush_hour_ms(),
-            )
-        readers = (
-            pq.read_table(sim_dir / "readers.parquet")
-            .select(["reader_id", "lat", "lon", "kind"])
-            .to_pylist()
+    out.line("tagtrail demo: a stolen e-bike, from the owner's report to the police console")
+    out.line(f"(logs: {shown(log_file)}, Kafka's: {shown(s.data_dir / 'kafka' / 'server.log')})")
+    out.line()
+    with out.console.status("simulating the city"):
+        city = await asyncio.to_thread(
+            simulate, s.data_dir / "city", scale=scale, minutes=minutes, seed=seed
         )
-        with console.status("starting Kafka, the store, the worker and the API"):
-            pipeline = await Pipeline(settings).start()
-        try:
-            async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=60) as http:
-                admin = {"Authorization": f"Bearer {pipeline.admin_key}"}
-                r = await http.post("/v1/readers", json={"readers": readers}, headers=admin)
-                r.raise_for_status()
-                while len(pipeline.registry.registry.reader_id) < len(readers):
-                    await asyncio.sleep(0.1)
-                with console.status("replaying reads through Kafka"):
-                    t1 = time.monotonic()
-                    messages, n_reads = await replay(
-                        sim_dir / "reads.parquet", pipeline.bootstrap, settings.topic_reads
-                    )
-                    await wait_drained(settings, pipeline.bootstrap)
-                    elapsed = time.monotonic() - t1
-                r = await http.post(
-                    "/v1/keys", json={"role": "police", "name": "demo desk"}, headers=admin
-                )
-                police = {"Authorization": f"Bearer {r.json()['key']}"}
-                got = await http.get("/v1/export/sightings", headers=admin)
-                sightings = pq.read_table(io.BytesIO(got.content))
-                tags = sightings.column("tag_id").to_numpy()
-                if len(tags) == 0:
-                    raise SystemExit(
-                        f"demo failed: no sightings were stored (worker: "
-                        f"{pipeline.app.state}, sink: {pipeline.sink.counters})"
-                    )
-                # The most-seen bike makes the most telling sample.
-                uniq, counts = np.unique(tags, return_counts=True)
-                sample_tag = int(uniq[counts.argmax()])
-                last = await http.get(
-                    f"/v1/bikes/{sample_tag}/last-seen", params={"reason": "demo"}, headers=police
-                )
-        finally:
-            await pipeline.stop()
-    table = Table(title="tagtrail demo", show_header=False)
-    table.add_row("reads published", f"{n_reads:,} in {messages:,} gateway batches")
-    table.add_row("sightings stored", f"{sightings.num_rows:,} for {len(np.unique(tags)):,} bikes")
-    table.add_row(
-        "replay -> stored", f"{elapsed:.1f} s ({n_reads / max(elapsed, 1e-9):,.0f} reads/s)"
+    bike = choose_bike(city)
+    out.step(
+        "city",
+        f"{minutes} min of a simulated city, yesterday {clock(city.start_ms)[:5]} (UTC+8): "
+        f"{len(city.readers):,} readers",
     )
-    table.add_row(f"last seen, tag {sample_tag}", last.text)
-    table.add_row("total time", f"{time.monotonic() - t0:.1f} s")
-    console.print(table)
-    if last.status_code != 200 or sightings.num_rows == 0:
-        raise SystemExit(1)
+    out.more(f"{city.n_reads:,} tag reads")
+    t = time.monotonic()
+    with out.console.status("starting Kafka, the store, the stream worker and the API"):
+        pipeline = Pipeline(s)
+        try:
+            await pipeline.start()
+        except BaseException:
+            await pipeline.stop()
+            raise
+    st, keys = Story(), {}
+    try:
+        write_running(
+            s,
+            RunningPipeline(
+                pid=os.getpid(),
+                kafka=pipeline.bootstrap,
+                api_url=pipeline.api_url,
+                admin_key=pipeline.admin_key,
+            ),
+        )
+        out.step(
+            "pipeline", f"Kafka, stream worker, store and API up in {time.monotonic() - t:.1f} s"
+        )
+        await run_story(pipeline, city, bike, out, st, keys)
+        summary(out, st, time.monotonic() - t0, log_file)
+        out.line()
+        if keep:
+            out.line(f"Police console: {pipeline.api_url}/console/")
+            out.line("  sign in with this police API key, and a reason (e.g. demo):")
+            out.line(f"  {keys['police']}")
+            out.line(f"Owner API key (Li Wei): {keys['owner']}")
+            here = f"TAGTRAIL_DATA_DIR={shown(s.data_dir)}"
+            out.line(f"Other shells: {here} tagtrail export sightings x.parquet")
+            out.line("Ctrl-C stops the pipeline.")
+            await _until_signalled()
+            out.line("stopping")
+        else:
+            out.line("Stopped. To see it in the police console: make demo KEEP=1")
+            out.line("(or tagtrail demo --keep-running)")
+    finally:
+        clear_running(s)
+        await pipeline.stop()
+    if not st.matches:
+        raise TagtrailError("demo failed: the police last-seen does not match the alerts")
 
 
 def run_demo(
-    settings: Settings, *, scale: float, minutes: int, seed: int, console: Console
+    settings: Settings,
+    *,
+    scale: float,
+    minutes: int,
+    seed: int,
+    keep_running: bool,
+    console: Console,
 ) -> None:
-    asyncio.run(_demo(settings, scale, minutes, seed, console))
+    s = demo_settings(settings)
+    log_file = s.data_dir / "logs" / "tagtrail.log"
+    _fresh(s)
+    configure_logging(s, log_file=log_file)
+    out = Out(console)
+    try:
+        asyncio.run(
+            _demo(
+                s,
+                scale=scale,
+                minutes=minutes,
+                seed=seed,
+                keep=keep_running,
+                out=out,
+                log_file=log_file,
+            )
+        )
+    except TagtrailError as e:
+        log.warning("%s", e)  # for the file; main() prints the one line
+        raise TagtrailError(f"{e} (logs: {shown(log_file)})") from None
+    except Exception as e:
+        # The traceback goes to the file; the user gets one plain line (from main()).
+        log.warning("demo failed", exc_info=True)
+        raise TagtrailError(f"demo failed: {e!r} (details: {shown(log_file)})") from None
