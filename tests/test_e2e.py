@@ -11,12 +11,12 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
-from stream.sessionize.reference import reference_sightings
 
 from core.config import Settings
 from core.records.readers import ReaderRegistry
 from core.records.reads import FLAG_MOBILE, Reads
 from ingest.publisher import GatewayPublisher
+from stream.sessionize.reference import reference_sightings
 from tagtrail.up import Pipeline
 
 T0 = 1_790_000_000_000  # 2026-09-21, well inside the valid timestamp range

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from stream.sessionize.reference import reference_sightings
 
 from core.config import Settings
 from ingest.simulator import CityConfig, simulate
@@ -15,6 +14,7 @@ from store import queries as q
 from store.open import open_store
 from store.store import Store
 from stream.followers.registry import registry_from_rows
+from stream.sessionize.reference import reference_sightings
 from stream.sessionize.sessionizer import Sessionizer
 from tagtrail.demo import yesterday_rush_hour_ms
 
