@@ -2,8 +2,7 @@
 
 Only threads that never hold the GIL (native pools such as the store's merge threads) or whole
 processes are reniced: a niced Python thread, descheduled in favour of busier processes while it
-holds the GIL, holds up every thread of its process (measured: the API's alert streams waited up
-to 120 ms behind a niced raw-read sink).
+holds the GIL, holds up every thread of its process (docs/performance.md has the stall measured).
 
 Linux schedules threads, and lets any thread raise its own process's nice values without
 privileges (lowering them back needs CAP_SYS_NICE). Elsewhere, or without /proc, nothing changes.
@@ -72,8 +71,8 @@ def reset_threads(nice: int = 0) -> bool:
 
 # How long a thread wanting the GIL waits before the holder is asked to drop it (CPython's
 # default is 5 ms). A service's event loop wakes, does a little, and sleeps again many times per
-# burst while kernel and store threads run Python between their native calls: at 5 ms per
-# take-back, a burst of alerts waited tens of ms for the GIL alone.
+# burst while kernel and store threads run Python between their native calls: each wake would
+# otherwise wait up to the default interval for the GIL.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 

@@ -25,23 +25,21 @@ from store.exceptions import StoreError, StoreLockedError, StoreQueryError
 _CODE_RE = re.compile(r"Code: (\d+)")
 # Settings that make the blocks of an INSERT ... SELECT FROM Python(...) deterministic: one
 # thread, one block per insert. Insert deduplication hashes blocks, so a retry of the same batch
-# must be cut into the same blocks to be recognised (measured: with parallel reading a retried
-# 3 M-row batch was partly stored twice).
+# must be cut into the same blocks to be recognised; parallel reading cuts them differently.
 _INSERT_SETTINGS = (
     "max_threads=1, max_insert_threads=1, max_block_size=1048576, "
     "min_insert_block_size_rows=1048576, min_insert_block_size_bytes=0"
 )
 
-# The engine's native pools are bulk work: at nice 10 they take the CPU that the stream and the
-# API leave, and still ~10% of a busy core (CFS weights), so inserts and merges keep up. Merges
-# were the API process's largest CPU user over a paced day (126 s, py-spy/proc), and the insert
-# pool (`ThreadPool`: the inserts' blocks and their materialized views, 84 s) competed at nice 0
-# with the alert bursts of the worker and the API. Native threads only (see core.priority).
-# ClickHouse's own os_threads_nice_value_* settings need CAP_SYS_NICE; raising one's own does not.
+# The engine's native pools (merges; `ThreadPool`: the inserts' blocks and their materialized
+# views) are bulk work that would otherwise compete with alert bursts: at nice 10 they take the
+# CPU that the stream and the API leave, and still ~10% of a busy core (CFS weights), so inserts
+# and merges keep up. Native threads only (see core.priority). ClickHouse's own
+# os_threads_nice_value_* settings need CAP_SYS_NICE; raising one's own does not.
 ENGINE_THREAD_NICE = 10
 ENGINE_THREAD_NAMES = ("MergeMutate", "ThreadPool")
 # The engine starts pool threads lazily (and ends idle ones): looked for again after inserts,
-# this often (~2 ms for 100 threads).
+# at most this often (a walk over /proc/self/task).
 _RENICE_EVERY_S = 1.0
 
 _lock = threading.Lock()
