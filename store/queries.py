@@ -40,8 +40,8 @@ __all__ = [
 # Every version of a sighting lives in the partition of its first_ts, so FINAL need not merge
 # across partitions (much faster on many days).
 _FINAL = "SETTINGS do_not_merge_across_partitions_select_final = 1"
-# Point queries read a few granules: one thread avoids starting a pool (measured: track p50
-# 13 -> 6 ms, area 14 -> 9 ms at 9 M sightings on 2 busy cores).
+# Point queries read a few granules: one thread avoids the cost of starting a pool, which would
+# be most of the query's time.
 _POINT = _FINAL + ", max_threads = 1"
 _TRACK_COLS = "tag_id, reader_id, first_ts, last_ts, n_reads, max_rssi, lat, lon, h3_r9"
 _LAST_COLS = "tag_id, reader_id, first_ts, last_ts, lat, lon, h3_r9"
