@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from h3.api import basic_int as h3i
 
+from core.records.sightings import SIGHTING_COLUMNS, SIGHTING_FIELDS, Sighting
 from store.health import ReaderHealth, reader_health
 from store.store import Store
 from store.writes import insert_raw_reads, insert_sightings, upsert_readers
 
 __all__ = [
-    "LastSeen",
     "ReaderHealth",
+    "Sighting",
     "area_cells",
     "export_sightings",
     "heatmap",
@@ -43,22 +43,11 @@ _FINAL = "SETTINGS do_not_merge_across_partitions_select_final = 1"
 # Point queries read a few granules: one thread avoids the cost of starting a pool, which would
 # be most of the query's time.
 _POINT = _FINAL + ", max_threads = 1"
-_TRACK_COLS = "tag_id, reader_id, first_ts, last_ts, n_reads, max_rssi, lat, lon, h3_r9"
-_LAST_COLS = "tag_id, reader_id, first_ts, last_ts, lat, lon, h3_r9"
-EXPORT_COLS = (
-    "tag_id, reader_id, first_ts, last_ts, n_reads, max_rssi, lat, lon, h3_r7, h3_r9, h3_r12"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class LastSeen:
-    tag_id: int
-    reader_id: int
-    first_ts: int
-    last_ts: int
-    lat: float
-    lon: float
-    h3_r9: int
+# A located sighting (core.records.sightings.Sighting); tracks and areas add its read count and
+# signal; exports have every contract column.
+_LAST_COLS = ", ".join(SIGHTING_FIELDS)
+_TRACK_COLS = ", ".join((*SIGHTING_FIELDS, "n_reads", "max_rssi"))
+EXPORT_COLS = ", ".join(SIGHTING_COLUMNS)
 
 
 def track(store: Store, tag_id: int, from_ms: int, to_ms: int) -> dict[str, np.ndarray]:
@@ -71,7 +60,7 @@ def track(store: Store, tag_id: int, from_ms: int, to_ms: int) -> dict[str, np.n
     )
 
 
-def last_seen(store: Store, tag_id: int) -> LastSeen | None:
+def last_seen(store: Store, tag_id: int) -> Sighting | None:
     """The tag's most recent sighting (by last_ts, then first_ts, reader_id), or None if it was
     never seen (or all its sightings are past retention)."""
     # Each reader's latest (see migration 0005), best first. The first one not retracted is the
@@ -90,7 +79,7 @@ def last_seen(store: Store, tag_id: int) -> LastSeen | None:
     best = next((row for row in rows if not row[6]), None)
     if best is not None and not any(row[6] and row[0] >= best[0] for row in rows):
         la, f, r, lat, lon, c, _ = best
-        return LastSeen(int(tag_id), int(r), int(f), int(la), float(lat), float(lon), int(c))
+        return Sighting(int(tag_id), int(r), int(f), int(la), float(lat), float(lon), int(c))
     if best is None and not rows:
         return None  # every live row goes through tag_reader_latest: never seen
     rows = store.backend.execute(
@@ -101,7 +90,7 @@ def last_seen(store: Store, tag_id: int) -> LastSeen | None:
     if not rows:
         return None
     t, r, f, la, lat, lon, c = rows[0]
-    return LastSeen(int(t), int(r), int(f), int(la), float(lat), float(lon), int(c))
+    return Sighting(int(t), int(r), int(f), int(la), float(lat), float(lon), int(c))
 
 
 def area_cells(lat: float, lon: float, radius_m: float, res: int = 9) -> np.ndarray:

@@ -4,9 +4,9 @@ hotlist (compacted, key = tag_id as 8 bytes big-endian): the current open case o
 {"case_id", "tag_id", "stolen_at_ms", "status"}; a tombstone (value None) or a status other than
 open/spotted removes the tag from matching.
 
-alerts (key = case_id): JSON {"alert_id", "case_id", "tag_id", "reader_id", "first_ts",
-"last_ts", "lat", "lon", "h3_r9", "read_published_ms"}; alert_id is deterministic per
-(case, sighting identity), so redelivery and later extensions of a sighting never add an alert.
+alerts (key = case_id): the JSON object of an `Alert`'s fields (ALERT_FIELDS); alert_id is
+deterministic per (case, sighting identity), so redelivery and later extensions of a sighting
+never add an alert.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from math import isfinite
+
+from core.records.fields import described, field_names, same_as
+from core.records.sightings import Sighting
 
 # json.dumps' own string escaping (ensure_ascii), for Alert.encode.
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -60,17 +63,21 @@ def alert_id(case_id: str, tag_id: int, reader_id: int, first_ts: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    alert_id: str
-    case_id: str
-    tag_id: int
-    reader_id: int
-    first_ts: int
-    last_ts: int
-    lat: float
-    lon: float
-    h3_r9: int
-    # When the read that raised it was published by the gateway side (ms); for latency metrics.
-    read_published_ms: int = 0
+    """A sighting of a tag under an open case, as the workers publish it."""
+
+    alert_id: str = described("deterministic per (case, sighting identity)")
+    case_id: str = described("the theft case whose tag was seen")
+    tag_id: int = same_as(Sighting, "tag_id")
+    reader_id: int = same_as(Sighting, "reader_id")
+    first_ts: int = same_as(Sighting, "first_ts")
+    last_ts: int = same_as(Sighting, "last_ts")
+    lat: float = same_as(Sighting, "lat")
+    lon: float = same_as(Sighting, "lon")
+    h3_r9: int = same_as(Sighting, "h3_r9")
+    read_published_ms: int = described(
+        "when the gateway side published the read that raised it, UTC epoch ms (for latency)",
+        default=0,
+    )
 
     def encode(self) -> bytes:
         """The JSON record: exactly `json.dumps` of the fields, at a third of its cost (a burst
@@ -94,6 +101,10 @@ class Alert:
         if not isinstance(d, dict):
             raise TypeError(f"an alert record is a JSON object, not {type(d).__name__}")
         return cls(**d)
+
+
+# The record's fields, in order (its JSON keys on the topic).
+ALERT_FIELDS: tuple[str, ...] = field_names(Alert)
 
 
 def decode_alerts(values: Sequence[bytes | None]) -> list[Alert | None]:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
+
+from core.records.fields import described, field_names
 
 # A sighting: consecutive distinct reads of one tag at one reader with gaps <= GAP.
 SIGHTING_DTYPES: dict[str, np.dtype] = {
@@ -24,6 +28,25 @@ SIGHTING_DTYPES: dict[str, np.dtype] = {
 # Contract columns, in order; the store adds version/is_deleted for exact upserts.
 SIGHTING_COLUMNS: tuple[str, ...] = tuple(SIGHTING_DTYPES)
 H3_RESOLUTIONS: tuple[int, ...] = (7, 9, 12)
+
+
+# The fields the service answers with: the contract columns less read count, signal and the
+# other cell resolutions.
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Where and when a tag was seen (by one reader, over consecutive reads)."""
+
+    tag_id: int = described("the bike's RFID tag id")
+    reader_id: int = described("the reader that saw the tag")
+    first_ts: int = described("its first read of the tag, UTC epoch ms")
+    last_ts: int = described("its last read of the tag, UTC epoch ms")
+    lat: float = described("the reader's latitude (WGS 84) at the sighting")
+    lon: float = described("the reader's longitude (WGS 84) at the sighting")
+    h3_r9: int = described("the resolution-9 H3 cell of (lat, lon)", h3_cell=True)
+
+
+# The located sighting's fields, in order (columns of store.queries' answers).
+SIGHTING_FIELDS: tuple[str, ...] = field_names(Sighting)
 
 UPSERT_DTYPES: dict[str, np.dtype] = {
     **SIGHTING_DTYPES,
