@@ -18,8 +18,7 @@ import httpx
 import uvicorn
 
 from core.config import Settings
-from recovery.api import create_api
-from recovery.deps import ServiceContext
+from recovery.api import ServiceContext, create_api
 from store.open import open_store
 from store.runner import StoreRunner
 from stream.kafka.topics import ensure_topics

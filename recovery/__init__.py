@@ -1,7 +1,5 @@
-"""The recovery service: owners report thefts, police intercept, ops run the registry.
+"""The recovery service: owners report thefts, police follow alerts and sightings, ops run the
+reader registry, over an HTTP API and its console.
 
-Front door: `recovery.api.create_api(ServiceContext(...))`. Routes live in `recovery.routes`;
-case lifecycle and hotlist publishing in `casework`; police access rules and the audit log in
-`audit`; the alerts topic follower in `alert_feed`; the SSE stream in `sse`; the console's static
-files in `console/`.
+Front door: `recovery.api.create_api(ServiceContext(...))`, then `await ctx.start()`.
 """

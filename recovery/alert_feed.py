@@ -25,23 +25,23 @@ from concurrent.futures import Future
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from fastapi import HTTPException
 from prometheus_client import Counter
 
 from core.loop_thread import LoopThread
-from core.records.alerts import Alert, decode_alerts
+from core.records.alerts import ALERT_FIELDS, Alert, decode_alerts
 from recovery import casework
+from recovery.exceptions import NotFound
 from recovery.sse import FETCH_BYTES, AlertHub
+from recovery.state import ServiceState
 from store import cases
 from store.accounts import now_ms
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
 # Alerts decoded and sent live but not yet stored before fetching (and with it the live streams)
-# waits for the store: a bound on memory (a row is ~0.5 KB: ~10 MB) while the store is down.
-# Counted in alerts, not fetches: under load alerts come in many small fetches (a day replayed
-# unpaced: ~200 alerts/s, a few per fetch), which filled the former bound of 64 fetches within a
-# second whenever the store thread was busy with the sinks' bulk inserts.
+# waits for the store: a bound on memory while the store is down or busy. Counted in alerts, not
+# fetches, because under load alerts arrive in many small fetches, and a bound in fetches would
+# hold up the live streams whenever the store is briefly busy with the sinks' inserts.
 STORE_BACKLOG_ALERTS = 20_000
 # A wait for the store longer than this is logged: the live streams were held that long.
 SLOW_STORE_S = 0.5
@@ -52,16 +52,14 @@ def alert_rows(msgs: list[Any], alerts: list[Alert | None]) -> list[dict[str, An
     """The alerts table's rows for fetched alert records and their decoded alerts (undecodable
     ones logged, skipped)."""
     rows = []
+    created_at = now_ms()
     for m, a in zip(msgs, alerts, strict=True):
         if a is None:
             log.error("alerts offset %d: undecodable record skipped", m.offset)
             continue
-        rows.append(
-            {"alert_id": a.alert_id, "case_id": a.case_id, "tag_id": a.tag_id,
-             "reader_id": a.reader_id, "first_ts": a.first_ts, "last_ts": a.last_ts,
-             "lat": a.lat, "lon": a.lon, "h3_r9": a.h3_r9, "created_at": now_ms(),
-             "stream_offset": m.offset, "read_published_ms": a.read_published_ms}
-        )  # fmt: skip
+        row = {f: getattr(a, f) for f in ALERT_FIELDS}
+        row["created_at"], row["stream_offset"] = created_at, m.offset
+        rows.append(row)
     return rows
 
 
@@ -115,7 +113,7 @@ class StoreBacklog:
 
 
 class AlertFeed:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ServiceState) -> None:
         self.ctx = ctx
         self.stored_offset = -1  # highest offset in the store
         self.stored: asyncio.Condition | None = None  # on the feed's loop
@@ -206,8 +204,8 @@ class AlertFeed:
         """Store the queued fetches in order, all that are waiting in one insert, retried until
         stored: moving on would leave a hole in the alert history."""
         while True:
-            # Everything queued goes in one insert: under load (a day replayed unpaced) alerts
-            # come in many small fetches, and one insert each fell behind.
+            # Everything queued goes in one insert: under load alerts come in many small
+            # fetches, and an insert costs about the same whatever its size.
             last_offset, rows = await backlog.take_all()
             while True:
                 try:
@@ -282,13 +280,13 @@ class AlertFeed:
                 self.ctx, a.case_id, "spotted", actor="alerts", note=f"reader {a.reader_id}",
                 caller=None,
             )  # fmt: skip
-        except HTTPException as e:
+        except NotFound as e:
             # No such case here (a hotlist entry written by something else than this service):
             # nothing to mark, now or at its next alert.
-            log.warning("case %s: not marked spotted: %s", a.case_id, e.detail)
+            log.warning("case %s: not marked spotted: %s", a.case_id, e)
             self._settled.add(a.case_id)
             return
-        except Exception as e:  # the store or broker: the case's next alert tries again
+        except Exception as e:  # the store, broker, or not started: its next alert tries again
             log.warning("case %s: could not mark spotted: %s", a.case_id, e)
             return
         if case["status"] != "open":

@@ -1,9 +1,10 @@
 """Police access rules: a stated case or reason, the 90-day line, and one audit record per request.
 
 Every police request for location or case data goes through `PoliceAccess`: it refuses requests
-without a case_id or reason (400) and data older than 90 days without the supervisor role (403),
-and `record()` writes the audit row (who, when, route, parameters, case/reason, rows returned)
-before the data leaves the service. A failed audit write fails the request: no unaudited data.
+without a case_id or reason (InvalidRequest) and data older than 90 days without the supervisor
+role (NotAllowed), and `record()` writes the audit row (who, when, route, parameters, case or
+reason, rows returned) before the data leaves the service. A failed audit write fails the
+request: no unaudited data.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, Query, Request
 
 from recovery.auth import POLICE_ROLES, Principal, Role
 from recovery.deps import Caller, Ctx, request_id
+from recovery.exceptions import InvalidRequest, NotAllowed
+from recovery.state import ServiceState
 from store import accounts
 
 OLD_DATA_MS = 90 * 86_400_000
@@ -23,7 +26,7 @@ API_PREFIX = "/v1"
 
 @dataclass
 class PoliceAccess:
-    ctx: Any
+    ctx: ServiceState
     request: Request
     caller: Principal
     case_id: str | None
@@ -35,15 +38,19 @@ class PoliceAccess:
         return self.caller.role in POLICE_ROLES
 
     def justify(self) -> None:
-        """400 unless the request names a case or states a reason."""
+        """InvalidRequest unless the request names a case or states a reason."""
         if not (self.case_id or (self.reason and self.reason.strip())):
-            raise HTTPException(400, "police access needs a case_id or a reason")
+            raise InvalidRequest("police access needs a case_id or a reason")
 
     def check_age(self, from_ms: int) -> None:
-        """403 for data older than 90 days unless the caller is a supervisor."""
+        """NotAllowed for data older than 90 days unless the caller is a supervisor."""
         now = accounts.now_ms()
         if from_ms < now - OLD_DATA_MS and self.caller.role != Role.supervisor:
-            raise HTTPException(403, "data older than 90 days needs the supervisor role")
+            raise NotAllowed(
+                "data older than 90 days needs the supervisor role",
+                role=self.caller.role.value,
+                action="read data older than 90 days",
+            )
 
     async def record(
         self, action: str, target: str, params: dict[str, Any], rows: int, case_id: str = ""
@@ -87,7 +94,8 @@ Access = Annotated[PoliceAccess, Depends(police_access)]
 
 
 def police_only(access: PoliceAccess) -> None:
-    """403 for non-police; 400 for police without a justification."""
+    """NotAllowed for non-police; InvalidRequest for police without a justification."""
     if not access.is_police:
-        raise HTTPException(403, f"role {access.caller.role.value} may not use this route")
+        role = access.caller.role.value
+        raise NotAllowed(f"role {role} may not use this route", role=role, action="route")
     access.justify()

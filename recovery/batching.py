@@ -1,7 +1,7 @@
 """Group commit: concurrent writers of one kind share a store insert, each still waits for it.
 
-A store insert costs ~10-20 ms whatever its size (a new part on disk), so one insert per request
-caps the service at a few dozen writes a second. Here the first writer starts an insert; writers
+A store insert costs about the same whatever its size (it writes a new part on disk), so one
+insert per request would cap the rate of writes. Here the first writer starts an insert; writers
 arriving meanwhile queue up and go together in the next one. No artificial delay is added, and a
 caller is answered only once its own row is stored (or sees the insert's error).
 """

@@ -17,7 +17,7 @@ DEFAULT_MAX_BYTES = 64 * 1024
 LARGE_ROUTES = {"/v1/readers": 16 * 1024 * 1024}
 # An oversize body is read and dropped up to this much before the 413: a server that answers
 # and closes while the client is still sending makes the client's TCP stack report a connection
-# reset instead of the 413 (seen in CI with a 200 KB body). Beyond it, the client may see that.
+# reset instead of the 413. Beyond it, the client may see that.
 DRAIN_MAX_BYTES = 1024 * 1024
 
 

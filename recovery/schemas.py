@@ -1,18 +1,64 @@
 """Request and response bodies of the recovery API (their schemas are the OpenAPI contract).
 
-Times are UTC epoch milliseconds; H3 cells are hex strings (a 64-bit cell does not survive a
-JavaScript number).
+Sightings and alerts are derived from their record types (`core.records`): the records define
+the fields and their meaning once; here each field gets its API spelling. Times are UTC epoch
+milliseconds. H3 cells are lowercase hex strings (`H3Hex`): a 64-bit cell index does not
+survive a JavaScript number, and hex is h3's own string form, which the console hands back to
+/v1/cells as is.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
+
+from core.records import alerts as alert_records
+from core.records import sightings as sighting_records
+from core.records.fields import DOC, H3_CELL
 
 TagId = int
 Status = Literal["open", "spotted", "recovered", "closed", "cancelled"]
 TS_MIN, TS_MAX = 0, 2**53  # epoch ms
+H3_HEX_DOC = (
+    "an H3 cell index as a lowercase hex string (h3's string form, e.g. '8928308280fffff'; "
+    "'0' for none)"
+)
+
+
+def cell_hex(value: Any) -> Any:
+    """An H3 cell index (an int, as records and the store hold it) in its API spelling."""
+    return value if isinstance(value, str) else f"{int(value):x}"
+
+
+# Records' H3 cells (ints) are turned into hex when a response model is built from them.
+H3Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,16}$"), BeforeValidator(cell_hex)]
+
+
+def api_fields(record: type, *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Pydantic field definitions of a record type's fields, with their descriptions; H3 cells
+    as `H3Hex`."""
+    hints = get_type_hints(record)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name in leave_out:
+            continue
+        doc = f.metadata.get(DOC)
+        default = ... if f.default is dataclasses.MISSING else f.default
+        if f.metadata.get(H3_CELL):
+            out[f.name] = (H3Hex, Field(default, description=f"{doc}: {H3_HEX_DOC}"))
+        else:
+            out[f.name] = (hints[f.name], Field(default, description=doc))
+    return out
 
 
 class ErrorOut(BaseModel):
@@ -89,14 +135,26 @@ class CaseDetail(Case):
     history: list[StatusChange]
 
 
-class Sighting(BaseModel):
-    tag_id: int
-    reader_id: int
-    first_ts: int
-    last_ts: int
-    lat: float
-    lon: float
-    h3_r9: str
+Sighting = create_model(
+    "Sighting",
+    __doc__=sighting_records.Sighting.__doc__,
+    **api_fields(sighting_records.Sighting),
+)
+
+
+def sighting_out(row: sighting_records.Sighting) -> Any:
+    """The API's Sighting of a record."""
+    return Sighting.model_validate(row, from_attributes=True)
+
+
+def sightings_out(cols: Mapping[str, Any]) -> list[Any]:
+    """The API's Sightings of store columns (`core.records.sightings.SIGHTING_FIELDS` at least;
+    others are left out)."""
+    if not cols:
+        return []
+    names = sighting_records.SIGHTING_FIELDS
+    values = [cols[n].tolist() for n in names]
+    return [Sighting(**dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)]
 
 
 class TheftReport(BaseModel):
@@ -117,18 +175,19 @@ class Sightings(BaseModel):
     sightings: list[Sighting]
 
 
-class Alert(BaseModel):
-    alert_id: str
-    case_id: str
-    tag_id: int
-    reader_id: int
-    first_ts: int
-    last_ts: int
-    lat: float
-    lon: float
-    h3_r9: str
-    created_at: int
-    event_id: int = Field(description="the alerts stream position (SSE id) of this alert")
+Alert = create_model(
+    "Alert",
+    __doc__=alert_records.Alert.__doc__,
+    **api_fields(alert_records.Alert, leave_out=("read_published_ms",)),
+    created_at=(
+        int,
+        Field(
+            description="UTC epoch ms: when this service stored the alert (in the live stream, "
+            "before it is stored: when the read that raised it was published)"
+        ),
+    ),
+    event_id=(int, Field(description="the alerts stream position (SSE id) of this alert")),
+)
 
 
 class Alerts(BaseModel):
@@ -136,8 +195,8 @@ class Alerts(BaseModel):
 
 
 class CellBoundary(BaseModel):
-    cell: str
-    boundary: list[tuple[float, float]]
+    cell: H3Hex = Field(description=f"the cell: {H3_HEX_DOC}")
+    boundary: list[tuple[float, float]] = Field(description="its vertices, (lat, lng) each")
 
 
 class Reader(BaseModel):
@@ -145,4 +204,4 @@ class Reader(BaseModel):
     lat: float | None
     lon: float | None
     kind: str
-    h3_r9: str
+    h3_r9: H3Hex = Field(description=f"the resolution-9 H3 cell of (lat, lon): {H3_HEX_DOC}")

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import numpy as np
 import pyarrow.parquet as pq
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from core.records.readers import encode_reader
 from recovery.auth import Principal, Role, new_key
 from recovery.deps import Ctx, require
+from recovery.exceptions import InvalidField, NotFound
 from recovery.schemas import ERRORS, Reader
 from store import accounts
 
@@ -40,9 +41,8 @@ async def import_readers(
     from stream.geoindex import cells_for
 
     if not body.readers:
-        raise HTTPException(422, "no readers given")
-    if ctx.producer is None:
-        raise HTTPException(503, "service is starting")
+        raise InvalidField("no readers given", field="body.readers")
+    producer = ctx.live_producer()
     n = len(body.readers)
     lat = np.array([r.lat if r.kind == "fixed" else np.nan for r in body.readers])
     lon = np.array([r.lon if r.kind == "fixed" else np.nan for r in body.readers])
@@ -62,8 +62,8 @@ async def import_readers(
     await ctx.runner.run(upsert_readers, cols)
     for r in body.readers:
         key, value = encode_reader(r.reader_id, r.lat, r.lon, r.kind)
-        await ctx.producer.send(ctx.settings.topic_readers, value=value, key=key)
-    await ctx.producer.flush()
+        await producer.send(ctx.settings.topic_readers, value=value, key=key)
+    await producer.flush()
     return {"imported": n}
 
 
@@ -80,7 +80,7 @@ async def list_readers(
             lat=None if r["kind"] == "mobile" else float(r["lat"]),
             lon=None if r["kind"] == "mobile" else float(r["lon"]),
             kind=str(r["kind"]),
-            h3_r9=f"{int(r['h3_r9']):x}",
+            h3_r9=r["h3_r9"],
         )
         for r in rows
     ]
@@ -93,12 +93,11 @@ async def delete_reader(
     _: Annotated[Principal, require(Role.ops, Role.admin)],
 ) -> Response:
     """Retire a reader: workers stop accepting its reads; its history stays in the store."""
-    if ctx.producer is None:
-        raise HTTPException(503, "service is starting")
+    producer = ctx.live_producer()
     if not await ctx.runner.run(accounts.retire_reader, reader_id):
-        raise HTTPException(404, f"no reader {reader_id}")
+        raise NotFound(f"no reader {reader_id}", kind="reader", key=reader_id)
     # A tombstone removes it from every worker's registry (the topic is compacted).
-    await ctx.producer.send_and_wait(
+    await producer.send_and_wait(
         ctx.settings.topic_readers, value=None, key=int(reader_id).to_bytes(4, "big")
     )
     return Response(status_code=204)
@@ -152,7 +151,7 @@ async def revoke_key(
 ) -> Response:
     """Revoke a key: refused from the next request on."""
     if not await ctx.runner.run(accounts.revoke_key, key_id):
-        raise HTTPException(404, f"no live key {key_id}")
+        raise NotFound(f"no live key {key_id}", kind="key", key=key_id)
     ctx.forget_keys()
     return Response(status_code=204)
 

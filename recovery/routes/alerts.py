@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from recovery.audit import Access, police_only
 from recovery.deps import Ctx
+from recovery.exceptions import InvalidField
 from recovery.schemas import ERRORS, Alert, Alerts
 from recovery.sse import AlertStream
 from store import cases
@@ -31,12 +32,7 @@ async def list_alerts(
         lambda s: cases.list_alerts(s, case_id=alerts_of, after_offset=after, limit=limit)
     )
     await access.record("list_alerts", alerts_of or "", {"after": after, "limit": limit}, len(rows))
-    return Alerts(
-        alerts=[
-            Alert(**{**r, "h3_r9": f"{int(r['h3_r9']):x}", "event_id": int(r["stream_offset"])})
-            for r in rows
-        ]
-    )
+    return Alerts(alerts=[Alert(**r, event_id=r["stream_offset"]) for r in rows])
 
 
 @router.get(
@@ -58,9 +54,11 @@ async def alert_stream(
         try:
             start = int(last_event_id)
         except ValueError:
-            raise HTTPException(422, "Last-Event-ID must be an integer event id") from None
+            raise InvalidField(
+                "Last-Event-ID must be an integer event id", field="header.last-event-id"
+            ) from None
         if start < -1:
-            raise HTTPException(422, "Last-Event-ID must be >= -1")
+            raise InvalidField("Last-Event-ID must be >= -1", field="header.last-event-id")
     hub = ctx.feed.hub if ctx.feed is not None else None
     stream = AlertStream(ctx.bootstrap, ctx.settings.topic_alerts, start, hub)
     try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from recovery.audit import Access, police_only
-from recovery.auth import Role
+from recovery.auth import Principal, Role
 from recovery.deps import Caller, Ctx, require
-from recovery.schemas import ERRORS, Bike, BikeIn, Sighting, Sightings
+from recovery.exceptions import Conflict, InvalidField, InvalidRequest, NotFound
+from recovery.schemas import ERRORS, Bike, BikeIn, Sighting, Sightings, sighting_out, sightings_out
 from recovery.webhook_policy import WebhookPolicy
 from store import accounts, cases
 
@@ -29,31 +30,20 @@ def bike_out(b: dict[str, Any], *, with_webhook: bool) -> Bike:
     )
 
 
-def sightings_out(cols: dict[str, Any]) -> list[Sighting]:
-    if not cols:
-        return []
-    return [
-        Sighting(tag_id=int(t), reader_id=int(r), first_ts=int(f), last_ts=int(la),
-                 lat=float(a), lon=float(o), h3_r9=f"{int(c):x}")
-        for t, r, f, la, a, o, c in zip(
-            cols["tag_id"], cols["reader_id"], cols["first_ts"], cols["last_ts"], cols["lat"],
-            cols["lon"], cols["h3_r9"], strict=True,
-        )
-    ]  # fmt: skip
-
-
 @router.post("/bikes", status_code=201, response_model=Bike)
 async def register_bike(
-    body: BikeIn, ctx: Ctx, caller: Annotated[Any, require(Role.owner)]
+    body: BikeIn, ctx: Ctx, caller: Annotated[Principal, require(Role.owner)]
 ) -> Bike:
     """Register one of your bikes by its tag (re-registering your own tag updates it)."""
     if body.webhook_url:
         refused = WebhookPolicy.from_settings(ctx.settings).check_url(body.webhook_url)
         if refused is not None:
-            raise HTTPException(422, f"webhook_url: {refused}")
+            raise InvalidField(f"webhook_url: {refused}", field="body.webhook_url")
     current = await ctx.runner.run(accounts.bike_owner, body.tag_id)
     if current is not None and current != caller.owner_id:
-        raise HTTPException(409, f"tag {body.tag_id} is registered to another owner")
+        raise Conflict(
+            f"tag {body.tag_id} is registered to another owner", kind="tag", key=body.tag_id
+        )
     row = await ctx.runner.run(
         cases.register_bike,
         tag_id=body.tag_id,
@@ -83,7 +73,7 @@ async def list_bikes(
         return [bike_out(b, with_webhook=True) for b in rows]
     police_only(access)
     if not plate:
-        raise HTTPException(400, "police look bikes up by plate: give ?plate=")
+        raise InvalidRequest("police look bikes up by plate: give ?plate=")
     rows = await ctx.runner.run(cases.bikes_by_plate, plate)
     await access.record("plate_lookup", plate, {"plate": plate}, len(rows))
     return [bike_out(b, with_webhook=False) for b in rows]
@@ -97,7 +87,7 @@ async def last_seen(tag_id: TagPath, ctx: Ctx, caller: Caller, access: Access) -
     if caller.role == Role.owner:
         owner = await ctx.runner.run(accounts.bike_owner, tag_id)
         if owner != caller.owner_id:
-            raise HTTPException(404, "no such bike among yours")
+            raise NotFound("no such bike among yours", kind="bike", key=tag_id)
     else:
         police_only(access)
     row = await ctx.runner.run(q_last_seen, tag_id)
@@ -106,11 +96,8 @@ async def last_seen(tag_id: TagPath, ctx: Ctx, caller: Caller, access: Access) -
             access.check_age(row.last_ts)
         await access.record("last_seen", str(tag_id), {"tag_id": tag_id}, int(row is not None))
     if row is None:
-        raise HTTPException(404, f"tag {tag_id} has not been seen")
-    return Sighting(
-        tag_id=row.tag_id, reader_id=row.reader_id, first_ts=row.first_ts, last_ts=row.last_ts,
-        lat=row.lat, lon=row.lon, h3_r9=f"{row.h3_r9:x}",
-    )  # fmt: skip
+        raise NotFound(f"tag {tag_id} has not been seen", kind="sighting", key=tag_id)
+    return sighting_out(row)
 
 
 @router.get("/bikes/{tag_id}/track", response_model=Sightings)
@@ -126,7 +113,7 @@ async def track(
 
     police_only(access)
     if not 0 < to_ms - from_ms <= MAX_TRACK_MS:
-        raise HTTPException(400, "need from < to, at most 31 days apart")
+        raise InvalidRequest("need from < to, at most 31 days apart")
     access.check_age(from_ms)
     out = sightings_out(await ctx.runner.run(q_track, tag_id, from_ms, to_ms))
     await access.record(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from h3.api import basic_int as h3i
 
 from recovery.audit import Access, police_only
 from recovery.deps import Caller, Ctx
-from recovery.routes.bikes import sightings_out
-from recovery.schemas import ERRORS, CellBoundary, Sightings
+from recovery.exceptions import InvalidField, InvalidRequest
+from recovery.schemas import ERRORS, CellBoundary, Sightings, sightings_out
 
 router = APIRouter(tags=["police"], responses=ERRORS)  # type: ignore[arg-type]
 MAX_AREA_WINDOW_MS = 7 * 86_400_000
@@ -19,25 +19,25 @@ MAX_ROWS = 10_000
 MAX_CELLS = 20_000
 
 
-def _parse_cell(text: str) -> int:
+def _parse_cell(text: str, field: str) -> int:
     try:
         cell = int(text, 16)
     except ValueError:
-        raise HTTPException(422, f"cell {text!r} is not a hex H3 index") from None
+        raise InvalidField(f"cell {text!r} is not a hex H3 index", field=field) from None
     if not 0 < cell < 2**64 or not h3i.is_valid_cell(cell):
-        raise HTTPException(422, f"cell {text!r} is not a valid H3 cell")
+        raise InvalidField(f"cell {text!r} is not a valid H3 cell", field=field)
     return cell
 
 
 def _res9_cells(cell: int, k: int) -> np.ndarray:
     res = h3i.get_resolution(cell)
     if res > 9:
-        raise HTTPException(422, "cell resolution must be 9 or coarser")
+        raise InvalidField("cell resolution must be 9 or coarser", field="query.cell")
     out: list[int] = []
     for c in h3i.grid_disk(cell, k):
         out.extend(h3i.cell_to_children(c, 9) if res < 9 else [c])
         if len(out) > MAX_CELLS:
-            raise HTTPException(400, f"area too large (over {MAX_CELLS} res-9 cells)")
+            raise InvalidRequest(f"area too large (over {MAX_CELLS} res-9 cells)")
     return np.array(sorted(out), dtype=np.uint64)
 
 
@@ -60,16 +60,16 @@ async def area_search(
     police_only(access)
     disc = lat is not None and lng is not None and radius_m is not None
     if disc == (cell is not None):
-        raise HTTPException(400, "give either lat, lng and radius_m, or cell (and k)")
+        raise InvalidRequest("give either lat, lng and radius_m, or cell (and k)")
     if not 0 < to_ms - from_ms <= MAX_AREA_WINDOW_MS:
-        raise HTTPException(400, "need from < to, at most 7 days apart")
+        raise InvalidRequest("need from < to, at most 7 days apart")
     access.check_age(from_ms)
     if disc:
         cols = await ctx.runner.run(
             lambda s: sightings_in_area(s, from_ms, to_ms, lat=lat, lon=lng, radius_m=radius_m)
         )
     else:
-        cells = _res9_cells(_parse_cell(cell or ""), k)
+        cells = _res9_cells(_parse_cell(cell or "", "query.cell"), k)
         cols = await ctx.runner.run(lambda s: sightings_in_area(s, from_ms, to_ms, cells=cells))
     out = sightings_out({k_: v[:MAX_ROWS] for k_, v in cols.items()} if cols else {})
     params = {"from": from_ms, "to": to_ms, "lat": lat, "lng": lng, "radius_m": radius_m,
@@ -85,9 +85,9 @@ async def cell_boundaries(
     """Outlines (lat, lng vertices) of up to 500 comma-separated hex H3 cells, for drawing."""
     parts = [p for p in ids.split(",") if p]
     if len(parts) > 500:
-        raise HTTPException(400, "at most 500 cells per request")
+        raise InvalidRequest("at most 500 cells per request")
     out = []
     for p in parts:
-        c = _parse_cell(p.strip())
-        out.append(CellBoundary(cell=f"{c:x}", boundary=list(h3i.cell_to_boundary(c))))
+        c = _parse_cell(p.strip(), "query.ids")
+        out.append(CellBoundary(cell=c, boundary=list(h3i.cell_to_boundary(c))))
     return out

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from recovery import casework
 from recovery.audit import Access, police_only
-from recovery.auth import POLICE_ROLES, Role
+from recovery.auth import POLICE_ROLES, Principal, Role
 from recovery.deps import Caller, Ctx, require
-from recovery.routes.bikes import sightings_out
+from recovery.exceptions import InvalidField, NotAllowed, NotFound
 from recovery.schemas import (
     ERRORS,
     Case,
@@ -22,7 +22,10 @@ from recovery.schemas import (
     StatusChange,
     TheftIn,
     TheftReport,
-)  # fmt: skip
+    sighting_out,
+    sightings_out,
+)
+from recovery.state import ServiceState
 from store import accounts, cases
 
 router = APIRouter(tags=["thefts"], responses=ERRORS)  # type: ignore[arg-type]
@@ -36,7 +39,7 @@ def case_out(c: dict[str, Any]) -> Case:
 
 @router.post("/thefts", status_code=201, response_model=TheftReport)
 async def report_theft(
-    body: TheftIn, ctx: Ctx, caller: Annotated[Any, require(Role.owner)]
+    body: TheftIn, ctx: Ctx, caller: Annotated[Principal, require(Role.owner)]
 ) -> TheftReport:
     """Report one of your bikes stolen: opens a case, starts alerting, and answers at once with
     where the bike was last seen and its sightings since the theft (latest window only)."""
@@ -44,15 +47,15 @@ async def report_theft(
 
     now = accounts.now_ms()
     if body.stolen_at > now + MAX_CLOCK_AHEAD_MS:
-        raise HTTPException(422, "stolen_at is in the future")
+        raise InvalidField("stolen_at is in the future", field="body.stolen_at")
     if body.tag_id is not None:
         bike = await ctx.runner.run(cases.bike, body.tag_id)
         if bike is None or bike["owner_id"] != caller.owner_id:
-            raise HTTPException(404, "no such bike among yours")
+            raise NotFound("no such bike among yours", kind="bike", key=body.tag_id)
     else:
         found = await ctx.runner.run(cases.bikes_by_plate, body.plate or "", caller.owner_id)
         if not found:
-            raise HTTPException(404, "no bike with that plate among yours")
+            raise NotFound("no bike with that plate among yours", kind="bike", key=body.plate)
         bike = found[0]
     case = await casework.open_case(ctx, caller, bike, body)
     tag = int(bike["tag_id"])
@@ -69,10 +72,7 @@ async def report_theft(
     else:
         row = await ctx.runner.run(last_seen, tag)
         if row is not None:
-            seen = Sighting(
-                tag_id=row.tag_id, reader_id=row.reader_id, first_ts=row.first_ts,
-                last_ts=row.last_ts, lat=row.lat, lon=row.lon, h3_r9=f"{row.h3_r9:x}",
-            )  # fmt: skip
+            seen = sighting_out(row)
     return TheftReport(
         case=case_out(case),
         last_seen=seen,
@@ -102,13 +102,14 @@ async def list_thefts(
     return [case_out(c) for c in rows]
 
 
-async def _visible_case(ctx: Any, caller: Any, case_id: str) -> dict[str, Any]:
+async def _visible_case(ctx: ServiceState, caller: Principal, case_id: str) -> dict[str, Any]:
     if caller.role not in POLICE_ROLES and caller.role != Role.owner:
-        raise HTTPException(403, f"role {caller.role.value} may not read cases")
+        role = caller.role.value
+        raise NotAllowed(f"role {role} may not read cases", role=role, action="read cases")
     case = await ctx.runner.run(cases.get_case, case_id)
     # An owner learns nothing about other owners' cases, not even that they exist.
     if case is None or (caller.role == Role.owner and case["owner_id"] != caller.owner_id):
-        raise HTTPException(404, f"no case {case_id} among yours")
+        raise NotFound(f"no case {case_id} among yours", kind="case", key=case_id)
     return case
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from recovery.deps import ServiceContext
+from recovery.api import ServiceContext
 from recovery.notify import Notifier
 from recovery.webhook_policy import WebhookPolicy
 from tagtrail.broker.launcher import LocalKafka
