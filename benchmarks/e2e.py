@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaProducer
-from stream.sessionize.reference import reference_sightings
 
 from benchmarks import e2e_checks as checks
 from benchmarks import e2e_procs as ep
@@ -46,6 +45,7 @@ from ingest.publisher import GatewayPublisher
 from ingest.simulator import Simulation
 from stream.kafka.progress import wait_drained
 from stream.kafka.topics import ensure_topics
+from stream.sessionize.reference import reference_sightings
 from tagtrail.broker.launcher import LocalKafka
 
 SSE_PATH = "/v1/alerts/stream"
