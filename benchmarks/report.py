@@ -72,6 +72,15 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Grid, layout, save as PNG and free the figure (pyplot keeps every open one alive)."""
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_throughput(raw: Path, out: Path) -> Path | None:
     samples = _jsonl(raw / "samples.jsonl")
     if len(samples) < 3:
@@ -101,12 +110,7 @@ def plot_throughput(raw: Path, out: Path) -> Path | None:
     ax.set_ylabel("per second")
     ax.set_title("Throughput over time")
     ax.legend()
-    ax.grid(alpha=0.3)
-    path = out / "throughput.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out / "throughput.png")
 
 
 def plot_latency(raw: Path, out: Path) -> Path | None:
@@ -126,12 +130,7 @@ def plot_latency(raw: Path, out: Path) -> Path | None:
     ax.set_ylabel("share of alerts")
     ax.set_title("Alert latency CDF")
     ax.legend()
-    ax.grid(alpha=0.3)
-    path = out / "latency_cdf.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out / "latency_cdf.png")
 
 
 def plot_memory(raw: Path, out: Path) -> Path | None:
@@ -150,12 +149,7 @@ def plot_memory(raw: Path, out: Path) -> Path | None:
     ax.set_ylabel("RSS (MB)")
     ax.set_title("Memory over time (process trees)")
     ax.legend()
-    ax.grid(alpha=0.3)
-    path = out / "memory.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out / "memory.png")
 
 
 def plot_track(raw: Path, out: Path) -> Path | None:
@@ -181,12 +175,7 @@ def plot_track(raw: Path, out: Path) -> Path | None:
     ax.ticklabel_format(useOffset=False)
     ax.set_title(f"Stolen bike tag {d['tag_id']}")
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    path = out / "track_map.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out / "track_map.png")
 
 
 def _fmt(v: Any) -> str:

@@ -1,4 +1,5 @@
-"""Where a running `tagtrail up` says how to reach it, so other commands work through it.
+"""Process runtime: where a running `tagtrail up` says how to reach it, so other commands work
+through it; and how long-running commands learn to stop (SIGINT, SIGTERM).
 
 One process owns the embedded store, so `tagtrail replay`, `readers import` or `export` started in
 another shell find the running pipeline here (same TAGTRAIL_DATA_DIR) and go through its broker
@@ -7,8 +8,10 @@ and API instead of opening the store themselves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,3 +66,18 @@ def find_running(settings: Settings) -> RunningPipeline | None:
     except (OSError, ValueError, TypeError):
         return None
     return info if pid_alive(info.pid) else None
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, on the running loop: how every long-running command
+    learns that it should shut down cleanly (Ctrl-C, or a service manager's stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def until_signalled() -> None:
+    """Return once SIGINT or SIGTERM arrives."""
+    await stop_event_on_signals().wait()

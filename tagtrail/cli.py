@@ -140,11 +140,26 @@ def simulate(
     duration_s: Annotated[float, typer.Option(help="simulated seconds")] = 3600.0,
     seed: Annotated[int, typer.Option()] = 0,
     theft_rate: Annotated[float | None, typer.Option(help="thefts per day")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="the city's first day: 'yesterday' or YYYY-MM-DD (midnight, city time UTC+8); "
+            "default 2026-03-02, the day the benchmarks' figures were taken on"
+        ),
+    ] = None,
 ) -> None:
     """Simulate a city: reads, reader registry and ground truth as Parquet files."""
     from rich.progress import Progress
 
+    from ingest.simulator.config import day_start_ms
     from ingest.simulator.parquet import run_simulation_to_parquet
+
+    overrides = {}
+    if start is not None:
+        try:
+            overrides["start_ms"] = day_start_ms(start)
+        except ValueError as e:
+            raise TagtrailError(f"--start: {e}") from None
 
     with Progress(console=out_console) as bar:
         task = bar.add_task("simulating", total=1.0)
@@ -155,6 +170,7 @@ def simulate(
                 duration_s=duration_s,
                 seed=seed,
                 theft_rate=theft_rate,
+                **overrides,
                 progress_cb=lambda frac, n: bar.update(
                     task, completed=frac, description=f"{n:,} reads"
                 ),

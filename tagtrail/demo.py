@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import socket
 import time
 from pathlib import Path
@@ -27,7 +26,13 @@ from rich.console import Console
 
 from core.config import Settings
 from core.errors import ConfigError, TagtrailError
-from core.runtime import RunningPipeline, clear_running, find_running, write_running
+from core.runtime import (
+    RunningPipeline,
+    clear_running,
+    find_running,
+    until_signalled,
+    write_running,
+)
 from tagtrail.demo_city import choose_bike, clock, simulate, yesterday_rush_hour_ms
 from tagtrail.demo_story import Out, Story, run_story, shown, summary
 from tagtrail.logs import configure_logging
@@ -61,14 +66,6 @@ def _fresh(s: Settings) -> None:
         for child in s.data_dir.iterdir():
             if child.name != "logs":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 async def _demo(
@@ -122,7 +119,7 @@ async def _demo(
             here = f"TAGTRAIL_DATA_DIR={shown(s.data_dir)}"
             out.line(f"Other shells: {here} tagtrail export sightings x.parquet")
             out.line("Ctrl-C stops the pipeline.")
-            await _until_signalled()
+            await until_signalled()
             out.line("stopping")
         else:
             out.line("Stopped. To see it in the police console: make demo KEEP=1")

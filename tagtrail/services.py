@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from core.config import Settings
 from core.priority import favour_event_loop
+from core.runtime import until_signalled
 from recovery.ratelimit import RateLimiter
 from stream.exceptions import BrokerUnavailable
 from stream.kafka.topics import ensure_topics
@@ -27,14 +27,6 @@ from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api, serve_metrics
 
 log = logging.getLogger(__name__)
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 # A restarting broker is back well within this: a process started (or restarted by its
@@ -91,7 +83,7 @@ async def _worker(settings: Settings) -> None:
             await registry.stop()
             await _reachable(settings, bootstrap)
     try:
-        await _until_signalled()
+        await until_signalled()
     finally:
         await app.stop()
         await hotlist.stop()
@@ -109,7 +101,7 @@ async def _sink(settings: Settings) -> None:
     await app.start()
     freeze_long_lived()
     try:
-        await _until_signalled()
+        await until_signalled()
     finally:
         await app.stop()
         await asyncio.to_thread(runner.close)

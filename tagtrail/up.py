@@ -20,7 +20,7 @@ from rich.console import Console
 from core.config import Settings
 from core.errors import ConfigError
 from core.priority import favour_event_loop
-from core.runtime import RunningPipeline, clear_running, write_running
+from core.runtime import RunningPipeline, clear_running, stop_event_on_signals, write_running
 from recovery.ratelimit import RateLimiter
 from store.runner import StoreRunner
 from stream.exceptions import BrokerUnavailable
@@ -182,10 +182,7 @@ class Pipeline:
 
 
 async def _up(settings: Settings, console: Console, *, worker: bool = True) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event_on_signals()
     async with Pipeline(settings, worker=worker) as p:
         write_running(
             settings,

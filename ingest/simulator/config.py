@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import time
 from dataclasses import dataclass, fields
 
 # 2026-03-02 00:00 local time in Kunming (UTC+8), as UTC epoch ms.
 DEFAULT_START_MS = 1_772_380_800_000
 LOCAL_UTC_OFFSET_MS = 8 * 3600 * 1000
 DAY_MS = 86_400_000
+
+
+def day_start_ms(day: str, now_ms: int | None = None) -> int:
+    """Midnight (city time, UTC+8) of `day` as UTC epoch ms: 'yesterday' or an ISO date
+    (YYYY-MM-DD). Raises ValueError naming what it could not read."""
+    local = dt.timezone(dt.timedelta(milliseconds=LOCAL_UTC_OFFSET_MS))
+    if day == "yesterday":
+        now = dt.datetime.fromtimestamp((now_ms or time.time() * 1000) / 1000, local)
+        date = now.date() - dt.timedelta(days=1)
+    else:
+        try:
+            date = dt.date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"{day!r} is neither 'yesterday' nor a date YYYY-MM-DD") from None
+    midnight = dt.datetime(date.year, date.month, date.day, tzinfo=local)
+    return int(midnight.timestamp() * 1000)
+
 
 # Full-scale grid: 250 m spacing over the Kunming box gives ~16 k intersections.
 _FULL_ROWS = 133

@@ -30,6 +30,7 @@ from aiokafka.structs import OffsetAndMetadata
 from core.config import Settings
 from core.errors import TagtrailError
 from core.records.reads import Reads
+from core.runtime import stop_event_on_signals
 from ingest.exceptions import WireError
 from ingest.wire import decode_structure
 from store.runner import StoreRunner
@@ -372,7 +373,6 @@ def run_backfill_command(
 
 
 async def _command(settings: Settings, bootstrap: str, *, follow: bool, timeout_s: float) -> str:
-    import signal
 
     from store.open import open_store
 
@@ -386,10 +386,7 @@ async def _command(settings: Settings, bootstrap: str, *, follow: bool, timeout_
         summary = await wait_for_host(settings, bootstrap, timeout_s)
         return summary.line() + " (by the running sink)"
     runner = StoreRunner(await asyncio.to_thread(open_store, settings))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event_on_signals()
     try:
         summary = await Backfiller(settings, bootstrap, runner).run(follow=follow, stop=stop)
     finally:
