@@ -17,7 +17,7 @@ from core.records.reads import FLAG_MOBILE, Reads
 from stream.sessionize.kernels import NO_POS
 from stream.sessionize.reference import reference_sightings
 from stream.sessionize.sessionizer import Sessionizer, backfill_window, select_window
-from tests.stream.test_sessionize import BIG, GAP, REG, Store, assert_same, split
+from tests.stream.sessionize.test_sessionize import BIG, GAP, REG, Store, assert_same, split
 
 T0 = 1_790_000_000_000
 DAY = 86_400_000

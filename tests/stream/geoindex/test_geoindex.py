@@ -22,7 +22,7 @@ from stream.geoindex import (
 from stream.geoindex._consts import FACE_CENTER_GEO, FACE_CENTER_XYZ
 from stream.geoindex._kernels import cells_serial
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFORMANCE = REPO_ROOT.parent / "shared" / "h3-conformance"
 _ref = h3.api.basic_int.latlng_to_cell
 

@@ -18,7 +18,7 @@ from stream.kafka.groups import raw_group
 from stream.kafka.progress import lag
 from stream.kafka.topics import ensure_topics
 from stream.sinks.raw_reads import RawReadSink, batch_token
-from tests.stream.test_backfill import T0, readers
+from tests.stream.sinks.test_backfill import T0, readers
 from tests.stream.test_exactness import register
 
 

@@ -33,7 +33,7 @@ from stream.worker.worker import Worker
 from tagtrail.up import Pipeline
 from tests.stream.test_exactness import register
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Recent: raw reads older than raw_reads_ttl_days are dropped by their TTL at once.
 T0 = (int(time.time()) // 60 - 120) * 60_000
 LATENESS_MS = 60_000
