@@ -47,14 +47,58 @@ def test_allowlist_admits_named_hosts_addresses_and_networks() -> None:
     assert p.check_url("http://127.0.0.2/") is not None
 
 
+# The owner-chosen spellings of loopback that registration once accepted (issue 22).
+INTERNAL_SPELLINGS = (
+    "127.1",
+    "2130706433",
+    "0x7f000001",
+    "017700000001",
+    "0x7f.0.0.1",
+    "[::127.0.0.1]",
+    "[64:ff9b::7f00:1]",
+)
+
+
+def test_legacy_and_embedded_spellings_of_internal_addresses_are_refused() -> None:
+    for host in (
+        *INTERNAL_SPELLINGS,
+        "0x7f.1",
+        "10.1",  # 10.0.0.1
+        "0xa9fea9fe",  # 169.254.169.254
+        "[::ffff:127.0.0.1]",  # IPv4-mapped
+        "[::ffff:a9fe:a9fe]",
+        "[64:ff9b:1::a00:1]",  # local-use NAT64
+        "[2002:7f00:1::1]",  # 6to4 around 127.0.0.1
+        "[2002:a00:1::1]",  # 6to4 around 10.0.0.1
+        "[ff02::1]",  # multicast
+        "224.0.0.1",
+        "[fe80::1]",
+        "127.0.0.1.",
+        "localhost.",
+    ):
+        url = f"https://{host}:8443/h"
+        assert STRICT.check_url(url) is not None, url
+        assert asyncio.run(STRICT.check_target(url)) is not None, url
+    # Public addresses in the same notations stay usable.
+    assert STRICT.check_url("https://1572395042/h") is None  # 93.184.216.34
+    assert STRICT.check_url("https://[2002:5db8:d822::1]/h") is None  # 6to4 of a public address
+
+
 @given(st.ip_addresses())
-def test_an_ip_literal_is_allowed_exactly_when_global(ip: ipaddress._BaseAddress) -> None:
+def test_an_ip_literal_is_allowed_only_when_public(ip: ipaddress._BaseAddress) -> None:
     host = f"[{ip}]" if ip.version == 6 else str(ip)
     allowed = STRICT.check_url(f"https://{host}/h") is None
-    assert allowed == ip.is_global
+    if allowed:
+        assert ip.is_global and not ip.is_multicast and not ip.is_reserved
+    if ip.version == 4:
+        assert allowed == (ip.is_global and not ip.is_multicast and not ip.is_reserved)
+    else:
+        assert isinstance(ip, ipaddress.IPv6Address)
+        if ip.ipv4_mapped or int(ip) >> 32 == 0 or ip in ipaddress.ip_network("64:ff9b::/96"):
+            assert not allowed
 
 
-def test_delivery_rechecks_what_the_name_resolves_to() -> None:
+def test_the_target_check_covers_what_the_name_resolves_to() -> None:
     # The machine's own name passes the name check, but resolves to a loopback/private address.
     p = WebhookPolicy()
     name = socket.gethostname().lower()
@@ -65,7 +109,7 @@ def test_delivery_rechecks_what_the_name_resolves_to() -> None:
     if all(a.is_global for a in addrs):
         pytest.skip(f"this machine's host name {name!r} resolves to public addresses only")
     assert p.check_url(f"https://{name}/h") is None
-    reason = asyncio.run(p.check_delivery(f"https://{name}/h"))
+    reason = asyncio.run(p.check_target(f"https://{name}/h"))
     assert reason is not None and "not a public address" in reason
-    assert asyncio.run(p.check_delivery("https://no-such-host.invalid/h")) is not None
-    assert asyncio.run(WebhookPolicy.parse("127.0.0.1").check_delivery("http://127.0.0.1/")) is None
+    assert asyncio.run(p.check_target("https://no-such-host.invalid/h")) is not None
+    assert asyncio.run(WebhookPolicy.parse("127.0.0.1").check_target("http://127.0.0.1/")) is None
