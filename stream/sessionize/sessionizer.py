@@ -27,6 +27,16 @@ owner (the late topic is co-partitioned with the reads topic): a late read may t
 still open in the live state, and one session must have one owner. A standalone `tagtrail backfill`
 with a fresh Sessionizer is exact only for windows the live state no longer holds (window hi <
 live horizon - gap_ms, e.g. once the stream has drained past them); otherwise hand it to the owner.
+
+Restarts (`expect`). Retractions come from diffing the state before and after a call, so they
+assume the store holds what the state held. A state restored from a checkpoint does not know the
+rows emitted after it before a crash, and redelivered reads batched differently need not make those
+sessions again (a partial sighting whose earlier read came in a later batch). So it is told them
+(stream.sessionize.expected), and checks each once the replay has passed its input: a row of version
+v came from the state after input offset v - 1, so at the first call of version >= v all its reads
+are applied again; if its identity is not a session then, it was merged away and is retracted (above
+its own version). The check runs before that call's eviction: the row's last read was within
+max_lateness of the watermark it was emitted at, so no earlier eviction dropped its session.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from core.records.readers import ReaderRegistry
 from core.records.reads import FLAG_MOBILE, Reads
 from core.records.sightings import SIGHTING_DTYPES
 from stream.geoindex import cells_for
+from stream.sessionize.expected import ExpectedRows
 from stream.sessionize.kernels import CAPS, NO_POS, NO_SEG, apply_kernel, session_identities
 from stream.sessionize.state import ReadStore
 
@@ -109,6 +120,8 @@ class Sessionizer:
         self.last_version = -1  # version of the last emitted rows
         self._evicted_at = _NO_TS
         self._duplicates = 0  # reads collapsed into an identity already held, since creation
+        # Rows emitted after the restored checkpoint, not yet checked (`expect`), by version.
+        self._expected = ExpectedRows()
 
     # -- public surface --------------------------------------------------------------------------
     def process(self, reads: Reads, version: int) -> SightingChanges:
@@ -160,11 +173,11 @@ class Sessionizer:
         for i, part in enumerate(parts):
             before = self._duplicates
             rows = self._apply(part, v, exact=True)
-            if (
-                i == len(parts) - 1
-                and horizon - self.gap_ms - self._evicted_at >= self.evict_every_ms
-            ):
-                self.evict()
+            if i == len(parts) - 1:
+                if self._expected:
+                    rows = self._check_expected(rows, v)
+                if horizon - self.gap_ms - self._evicted_at >= self.evict_every_ms:
+                    self.evict()
             yield SightingChanges(
                 rows,
                 late if i == 0 else Reads.empty(),
@@ -190,18 +203,7 @@ class Sessionizer:
         # state may not have held them: they can be final sessions re-read from raw just now.)
         in_win = _in_window(stored["tag_id"], stored["reader_id"], stored["first_ts"], window)
         tags, readers, firsts = (stored[k][in_win] for k in ("tag_id", "reader_id", "first_ts"))
-        slots = self._store.slots_for(window["tag_id"], window["reader_id"])
-        st = self._store
-        cur = session_identities(
-            slots,
-            st.k_tag,
-            st.k_reader,
-            st.k_start,
-            st.k_len,
-            st.pool["ts"],
-            st.ts_base,
-            self.gap_ms,
-        )
+        cur = self._sessions(window["tag_id"], window["reader_id"])
         gone = ~_isin_identity((tags, readers, firsts), cur)
         if gone.any():
             if len(rows["tag_id"]) == 0:  # no rows yet in this call: take a fresh version
@@ -210,6 +212,43 @@ class Sessionizer:
             rows = _concat_rows([rows, _retraction_rows(extra, self.last_version)])
         self.evict()  # the re-read final sessions are final again
         return SightingChanges(_last_per_identity(rows), Reads.empty())
+
+    def expect(self, rows: dict[str, np.ndarray]) -> int:
+        """Tell a restored state the rows published after its checkpoint (e.g. read back from the
+        sightings topic: tag_id, reader_id, first_ts, version, is_deleted; more rows are
+        harmless, those up to `last_version` are ignored). Each is retracted once the redelivered
+        reads have passed it without making it a session (the module's Restarts). Returns how
+        many are expected now."""
+        self._expected.add(rows, self.last_version)
+        return len(self._expected)
+
+    @property
+    def n_expected(self) -> int:
+        """Expected rows (`expect`) not checked yet: while any is, the output published since
+        the restored checkpoint must stay readable to a restart."""
+        return len(self._expected)
+
+    def _check_expected(self, rows: dict[str, np.ndarray], version: int) -> dict[str, np.ndarray]:
+        """`rows` plus retractions of the expected rows of a version up to `version` (this
+        call's) whose identity is not a session of the state."""
+        due = self._expected.take_due(version)
+        if due is None:
+            return rows
+        ident = tuple(due[k] for k in ("tag_id", "reader_id", "first_ts"))
+        gone = ~_isin_identity(ident, self._sessions(due["tag_id"], due["reader_id"]))
+        if not gone.any():
+            return rows
+        extra = _retraction_rows({k: due[k][gone] for k in ("tag_id", "reader_id", "first_ts")}, 0)
+        # Above the retracted row's own version: on a tie the store's choice would be chance.
+        extra["version"] = np.maximum(due["version"][gone] + 1, version).astype(np.uint64)
+        return _concat_rows([rows, extra])
+
+    def _sessions(self, tags: np.ndarray, readers: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(tag, reader, first_ts) of every session of these keys in the state."""
+        st = self._store
+        slots = np.unique(st.slots_for(tags, readers))
+        arrays = (st.k_tag, st.k_reader, st.k_start, st.k_len, st.pool["ts"], st.ts_base)
+        return session_identities(slots, *arrays, self.gap_ms)  # type: ignore[no-any-return]
 
     def set_registry(self, registry: ReaderRegistry) -> None:
         """Use a new reader registry for rows emitted from now on.
@@ -269,6 +308,7 @@ class Sessionizer:
                 f"this sessionizer (format 1 or 2, gap_ms {self.gap_ms})"
             )
         self._store = store
+        self._expected.clear()
         self.watermark = meta["watermark"]
         self.last_version = meta["last_version"]
         self._evicted_at = meta["evicted_at"]

@@ -3,7 +3,10 @@
 A checkpoint holds the state after applying every message up to `offset` of one reads partition.
 Written atomically (temp file + rename) into the data folder, which workers on one machine share;
 on assignment a worker loads it and re-applies the messages after `offset` (idempotent: reads are a
-set, rows carry versions), so the state is complete however offsets were committed.
+set, rows carry versions), so the state is complete however offsets were committed. It also records
+where the partition's output on the sightings topic stood (`output`): the new owner reads back the
+rows published after the checkpoint and retracts those the replay does not make again
+(stream.worker.output_history, `Sessionizer.expect`).
 
 A running worker writes from a forked process (`write(..., fork=True)`): the fork is a
 copy-on-write snapshot of the state, so its steps go on while the file is written. The other
@@ -49,6 +52,9 @@ class Checkpoint:
     state: bytes | memoryview | Sequence[memoryview]
     alerted: frozenset[str]  # alert ids already emitted from this partition
     saved_ms: int = 0  # wall clock when saved (0: unknown, e.g. a checkpoint of the old format)
+    # (sightings partition, offset) from which the upserts emitted after this state are read
+    # back on a restart; None: not known (the partition's output is read from its start)
+    output: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -137,7 +143,12 @@ class CheckpointStore:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         saved_ms = int(time.time() * 1000)
-        meta = {"offset": ckpt.offset, "alerted": sorted(ckpt.alerted), "saved_ms": saved_ms}
+        meta = {
+            "offset": ckpt.offset,
+            "alerted": sorted(ckpt.alerted),
+            "saved_ms": saved_ms,
+            "output": list(ckpt.output) if ckpt.output is not None else None,
+        }
         meta_bytes = json.dumps(meta).encode()
         parts = [memoryview(ckpt.state)] if isinstance(ckpt.state, bytes | memoryview) else [
             memoryview(p) for p in ckpt.state
@@ -181,7 +192,11 @@ class CheckpointStore:
             )
         state = memoryview(data)[start:]
         alerted = frozenset(meta["alerted"])
-        return Checkpoint(int(meta["offset"]), state, alerted, int(meta.get("saved_ms", 0)))
+        out = meta.get("output")
+        output = (int(out[0]), int(out[1])) if out else None
+        return Checkpoint(
+            int(meta["offset"]), state, alerted, int(meta.get("saved_ms", 0)), output=output
+        )
 
     @staticmethod
     def _sweep(path: Path) -> None:

@@ -115,6 +115,8 @@ class Outcome:
     # a (tag, reader) key on one backfiller when several run (stream.sinks.backfiller).
     late_partitions: list[int] = field(default_factory=list)
     upserts: list[bytes] = field(default_factory=list)
+    # The reads partition of each `upserts` message: its output is read back on a restart.
+    upsert_partitions: list[int] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     n_reads: int = 0
     n_late: int = 0
@@ -143,6 +145,11 @@ class PartitionState:
     registry_version: int
     offset: int = -1  # last applied input offset
     alerted: set[str] = field(default_factory=set)
+    # Where a restart reads back the output published after this state's checkpoint (a
+    # sightings partition and offset): where the restored checkpoint's output began, or
+    # (output_next) after the partition's last upsert the broker acknowledged. None: unknown.
+    output_from: tuple[int, int] | None = None
+    output_next: tuple[int, int] | None = None
 
 
 class Processor:
@@ -181,10 +188,42 @@ class Processor:
         self.partitions[partition] = st
         return st.offset
 
+    def expect(
+        self,
+        partition: int,
+        rows: dict[str, np.ndarray],
+        read_from: tuple[int, int] | None,
+        read_to: tuple[int, int] | None,
+    ) -> int:
+        """Tell a just-adopted partition the sighting rows published for it after its checkpoint
+        (read back from the sightings topic from `read_from` up to `read_to`): the redelivered
+        reads retract those they do not make again (`Sessionizer.expect`). Until all are checked
+        its checkpoints keep pointing at `read_from`. Returns how many are expected."""
+        st = self.partitions[partition]
+        n = st.sessionizer.expect(rows)
+        st.output_from = read_from if n else read_to
+        return n
+
+    def published(self, partition: int, sightings_partition: int, next_offset: int) -> None:
+        """The broker acknowledged upserts of `partition` up to `next_offset` (exclusive)."""
+        st = self.partitions.get(partition)
+        if st is None:
+            return
+        if st.output_next is not None and st.output_next[0] == sightings_partition:
+            next_offset = max(next_offset, st.output_next[1])  # acknowledgements in any order
+        st.output_next = (sightings_partition, next_offset)
+
     def checkpoint(self, partition: int) -> Checkpoint:
         st = self.partitions[partition]
+        # A restart reads the output back from after the last upsert before this state, unless
+        # rows of an earlier restart are still unchecked: then from where those began.
+        output = st.output_from
+        if st.output_next is not None and not st.sessionizer.n_expected:
+            output = st.output_next
         # Zero-copy views: the worker writes them out before the state changes again.
-        return Checkpoint(st.offset, st.sessionizer.snapshot_parts(), frozenset(st.alerted))
+        return Checkpoint(
+            st.offset, st.sessionizer.snapshot_parts(), frozenset(st.alerted), output=output
+        )
 
     def arrays_except(self, partition: int) -> list[np.ndarray]:
         """The state arrays of every other partition (valid until the state changes)."""
@@ -288,6 +327,7 @@ class Processor:
         if not n:
             return
         out.upserts.append(encode_upserts(changes.rows))
+        out.upsert_partitions.append(part.partition)
         out.n_upserts += n
         if hotlist is not None:
             pub = part.published_ms if published_ms is None else published_ms

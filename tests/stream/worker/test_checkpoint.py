@@ -48,6 +48,14 @@ def test_parts_round_trip_to_the_same_state(tmp_path: Path) -> None:
     back = _sessionizer()
     back.restore(got.state)
     assert back.snapshot() == s.snapshot()
+    assert got.output is None  # where the output stood was not known
+
+
+def test_where_the_output_stood_round_trips(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save("reads", 2, Checkpoint(7, _sessionizer().snapshot(), frozenset(), output=(2, 1234)))
+    got = store.load("reads", 2)
+    assert got is not None and got.output == (2, 1234)
     assert store.load("reads", 4) is None
 
 
