@@ -7,7 +7,6 @@ on the service's loop (e.g. a store call through its runner). Real store, real b
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from recovery.api import ServiceContext, create_api
 from store.open import open_store
 from store.runner import StoreRunner
 from stream.kafka.topics import ensure_topics
+from tagtrail.listen import api_socket
 
 
 @dataclass
@@ -60,10 +60,16 @@ def running_service(settings: Settings, **ctx_args: Any) -> Iterator[Service]:
         ctx = ServiceContext(settings=settings, runner=runner, bootstrap=settings.kafka, **ctx_args)
         api = create_api(ctx)
         await ctx.start()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(api, log_level="warning", lifespan="off"))
+        sock = api_socket("127.0.0.1", 0)
+        # The client is the socket's peer unless that is a proxy trusted by the settings.
+        config = uvicorn.Config(
+            api,
+            log_level="warning",
+            lifespan="off",
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies,
+        )
+        server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             await asyncio.sleep(0.02)

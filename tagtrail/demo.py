@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from core.runtime import (
 )
 from tagtrail.demo_city import choose_bike, clock, simulate, yesterday_rush_hour_ms
 from tagtrail.demo_story import Out, Story, run_story, shown, summary
+from tagtrail.listen import api_socket
 from tagtrail.logs import configure_logging
 from tagtrail.up import Pipeline
 
@@ -47,12 +47,10 @@ log = logging.getLogger(__name__)
 def demo_settings(settings: Settings) -> Settings:
     """The demo's own data folder (data/demo); its API port, or any free one if that is taken."""
     port = settings.api_port
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((settings.api_host, port))
-        except OSError:
-            port = 0
+    try:
+        api_socket(settings.api_host, port).close()
+    except OSError:
+        port = 0
     return settings.model_copy(update={"data_dir": settings.data_dir / "demo", "api_port": port})
 
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 from typing import Any
 
 import uvicorn
@@ -32,6 +31,7 @@ from stream.sinks.sightings import build_sink
 from stream.worker.gc_pause import freeze_long_lived
 from stream.worker.worker import Worker
 from tagtrail.broker.launcher import LocalKafka, metadata_ok
+from tagtrail.listen import api_socket
 from tagtrail.logs import configure_logging
 from tagtrail.metrics_server import OpsPoller, instrument_api
 
@@ -41,13 +41,10 @@ log = logging.getLogger(__name__)
 def _check_port_free(host: str, port: int) -> None:
     if port == 0:
         return
-    with socket.socket() as s:
-        # SO_REUSEADDR as uvicorn does: a port left in TIME_WAIT by a previous run is free.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise ConfigError(f"API port {host}:{port} is taken (set TAGTRAIL_API_PORT)") from None
+    try:
+        api_socket(host, port).close()
+    except OSError:
+        raise ConfigError(f"API port {host}:{port} is taken (set TAGTRAIL_API_PORT)") from None
 
 
 class Pipeline:
@@ -125,12 +122,14 @@ class Pipeline:
         await self.ops.start()
         await ctx.start()
         self.admin_key = ctx.local_admin_key
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((s.api_host, s.api_port))
+        sock = api_socket(s.api_host, s.api_port)
         port = sock.getsockname()[1]
         # log_config=None: uvicorn's records go through our handlers (tagtrail.logs), not its own.
-        config = uvicorn.Config(self.api, log_level="warning", log_config=None, lifespan="off")
+        # The client is the socket's peer unless that is a proxy trusted by the settings.
+        config = uvicorn.Config(
+            self.api, log_level="warning", log_config=None, lifespan="off",
+            proxy_headers=bool(s.trusted_proxies), forwarded_allow_ips=s.trusted_proxies,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self._server_task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
