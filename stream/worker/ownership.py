@@ -14,9 +14,11 @@ from core.config import Settings
 from stream.kafka.group_member import MAX_MESSAGE_BYTES
 from stream.kafka.groups import worker_group
 from stream.worker.alert_history import alert_ids_since
+from stream.worker.checkpoint import Checkpoint
 from stream.worker.checkpoint_turns import CheckpointTurns
+from stream.worker.output_history import log_start, published_since
 from stream.worker.processing import Message, Processor
-from stream.worker.publishing import Publisher
+from stream.worker.publishing import Publisher, sightings_partition
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,10 @@ class Ownership:
     """Which reads partitions the worker processes (`owned`), the offsets it may commit for them
     (`done`), and the `lock` that lets one step, rebalance or checkpoint turn run at a time.
 
-    On assignment a partition's state is restored from its checkpoint, told the alerts its last
-    owner sent after that checkpoint, and caught up to the committed offset; on revocation it is
-    checkpointed and its offsets committed while it is still the worker's.
+    On assignment a partition's state is restored from its checkpoint, told the alerts and the
+    sighting rows its last owner published after that checkpoint, and caught up to the committed
+    offset; on revocation it is checkpointed and its offsets committed while it is still the
+    worker's.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class Ownership:
                 )
                 adopted[p] = proc.adopt(p, ckpt)
                 since_ms = min(since_ms, ckpt.saved_ms if ckpt is not None else 0)
+                await self._expect_output(p, ckpt)
             if adopted:
                 # Alerts the previous owner sent after its last checkpoint: never send them again.
                 sent = await alert_ids_since(self.bootstrap, self.settings.topic_alerts, since_ms)
@@ -113,6 +117,38 @@ class Ownership:
                     await self._catch_up(p, offset + 1)
             self.owned = set(mine)
             self.turns.changed(adopted)  # caught up past their checkpoint
+
+    async def _expect_output(self, partition: int, ckpt: Checkpoint | None) -> None:
+        """Tell an adopted partition the sighting rows published for it after its checkpoint:
+        the replay retracts those it does not make again (a crash between publishing and the
+        next checkpoint would otherwise leave them in the store for good)."""
+        q = sightings_partition(partition, self.outputs.n_sightings_partitions)
+        start: int | None = None
+        if ckpt is not None and ckpt.output is not None:
+            if ckpt.output[0] == q:
+                start = ckpt.output[1]
+            else:  # the sightings topic's partitions changed: find the output by time
+                log.warning(
+                    "partition %d's output moved from sightings partition %d to %d",
+                    partition, ckpt.output[0], q,
+                )  # fmt: skip
+        since_ms = ckpt.saved_ms if ckpt is not None else 0
+        rows, first, end = await published_since(
+            self.bootstrap, self.settings.topic_sightings, partition, q, start, since_ms
+        )
+        if ckpt is None:
+            # No checkpoint: the replay starts at the reads' log start. Rows made from reads
+            # retention has deleted cannot be judged by it, and are left as they are.
+            s0 = await log_start(self.bootstrap, self.settings.topic_reads, partition)
+            if s0 > 0:
+                keep = rows["version"] > s0
+                rows = {k: v[keep] for k, v in rows.items()}
+        n = self.processor.expect(partition, rows, (q, first), (q, end))
+        if n:
+            log.info(
+                "partition %d: %d sightings published after its checkpoint are checked as its "
+                "reads are redelivered", partition, n,
+            )  # fmt: skip
 
     async def _catch_up(self, partition: int, start: int) -> None:
         """Re-apply messages [start, committed) that a checkpoint does not cover."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -21,19 +21,38 @@ from stream.worker.processing import Outcome, WorkerState
 # partition) waits one round trip per batch. Batch buffers grow as they are filled, so a large
 # limit costs no memory. (Half the broker's message limit.)
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+# Header of a sightings message: the reads partition whose state emitted it. A restart reads its
+# own output back by it (stream.worker.output_history).
+READS_PARTITION_HEADER = "reads-partition"
+
+
+def sightings_partition(reads_partition: int, n_partitions: int) -> int:
+    """The sightings partition a reads partition's upserts go to: one, so a restart finds what
+    it emitted after its checkpoint in one partition, in order."""
+    return reads_partition % n_partitions
 
 
 class Publisher:
     """Publishes Outcomes: `start()`, `send()` then `acked()` (or `publish()` for both), `stop()`.
 
-    `acked` counts what the broker has (metrics, and the alerts in `state`)."""
+    `acked` counts what the broker has (metrics, and the alerts in `state`), and tells
+    `on_upserts(reads partition, sightings partition, next offset)` where each partition's
+    upserts now end on the sightings topic."""
 
-    def __init__(self, settings: Settings, bootstrap: str, state: WorkerState) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        state: WorkerState,
+        on_upserts: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.state = state
+        self.on_upserts = on_upserts
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
+        self.n_sightings_partitions = 1
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
@@ -47,6 +66,8 @@ class Publisher:
         )
         await producer.start()
         self._producer = producer
+        topic = self.settings.topic_sightings
+        self.n_sightings_partitions = len(await producer.partitions_for(topic))
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -66,9 +87,20 @@ class Publisher:
         for value, p in zip(res.late, res.late_partitions, strict=True):
             # The late batch keeps its reads' partition, so one backfiller owns each key.
             sends.append(await producer.send(s.topic_late, value, partition=p))
-        for value in res.upserts:
-            sends.append(await producer.send(s.topic_sightings, value))
+        n = self.n_sightings_partitions
+        for value, p in zip(res.upserts, res.upsert_partitions, strict=True):
+            q = sightings_partition(p, n)
+            headers = [(READS_PARTITION_HEADER, str(p).encode())]
+            sent = await producer.send(s.topic_sightings, value, partition=q, headers=headers)
+            sends.append(self._track(p, sent))
         return sends
+
+    async def _track(self, reads_partition: int, sent: Awaitable[Any]) -> Any:
+        """Await an upsert's send; tell `on_upserts` where the partition's output now ends."""
+        md = await sent
+        if self.on_upserts is not None:
+            self.on_upserts(reads_partition, md.partition, md.offset + 1)
+        return md
 
     async def _send_alerts(self, alerts: list[Alert]) -> list[Awaitable[Any]]:
         """Alerts keyed by case id, in per-partition batches: a burst of thousands (a replay,

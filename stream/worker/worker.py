@@ -68,7 +68,7 @@ class Worker:
         # The one thread that runs the kernels and reads or changes the partitions' state.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernels")
         self.turns = CheckpointTurns(settings, self.processor, self._pool)
-        self.outputs = Publisher(settings, bootstrap, self.state)
+        self.outputs = Publisher(settings, bootstrap, self.state, self.processor.published)
         self.ownership = Ownership(
             settings, bootstrap, self.processor, self._pool, self.turns, self.outputs
         )

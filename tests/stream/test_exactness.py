@@ -329,6 +329,31 @@ def test_two_workers_rebalance(
     asyncio.run(scenario(settings, kafka_bootstrap, between, with_alerts=True))
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_two_workers_sigkilled_at_random_moments(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str, seed: int
+) -> None:
+    """Two workers, each killed with SIGKILL at random moments of the replay (mid-step, between
+    a step's outputs and its checkpoint) and restarted: rows a killed worker published after its
+    last checkpoint must not outlive the replay of its reads in other batches."""
+    settings = settings_factory(checkpoint_interval_s=0.5, session_timeout_s=6)
+    rng = np.random.default_rng(seed)
+
+    async def between(i: int, workers: Workers) -> None:
+        if i == 0:
+            workers.start()  # the second worker
+        for _ in range(2):
+            await asyncio.sleep(float(rng.uniform(0.0, 1.0)))
+            live = [p for p in workers.procs if p.poll() is None]
+            if live:
+                workers.kill(live[int(rng.integers(len(live)))])
+                workers.start()
+
+    asyncio.run(
+        scenario(settings, kafka_bootstrap, between, parts=6, with_alerts=True, settle_s=0.2)
+    )
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     """A broker for one test alone: it gets stopped and restarted under the pipeline."""
