@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,6 +91,14 @@ class Settings(BaseSettings):
         "or on a private network (e.g. a notification gateway on the LAN)",
     )
 
+    # Behind a reverse proxy the socket's peer is the proxy: only a proxy named here is believed
+    # about the client (its X-Forwarded-For), for the audit log's client_ip and per-address limits.
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names "
+        "the API's client; empty: the client is the socket's peer, the header is ignored",
+    )
+
     topic_reads: str = Field(default="tag-reads", description="topic of the gateways' read batches")
     topic_readers: str = Field(default="readers", description="topic of the reader registry")
     topic_dead_letter: str = Field(
@@ -166,6 +175,17 @@ class Settings(BaseSettings):
         if v and urlparse(v).scheme not in ("clickhouse", "clickhouses"):
             raise ValueError("must look like clickhouse://user:pass@host:9000/db")
         return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: str) -> str:
+        items = [x.strip() for x in v.split(",") if x.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+        return ",".join(items)
 
     @property
     def store_dir(self) -> Path:

@@ -135,6 +135,9 @@ async def _api(settings: Settings) -> None:
             log_level="warning",
             log_config=None,  # its records go through our handlers (tagtrail.logs)
             lifespan="off",
+            # The client is the socket's peer unless that is a proxy trusted by the settings.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies,
         )
     )
     try:
