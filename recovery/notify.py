@@ -143,6 +143,9 @@ class Notifier:
                 break
             except _TRANSIENT as e:
                 log.info("webhook %s attempt %d failed: %r", _where(url), attempt + 1, e)
+            except (httpcore.UnsupportedProtocol, ValueError) as e:  # will not get better
+                log.info("webhook %s failed: %r", _where(url), e)
+                break
             if attempt < len(self.delays_s):
                 await asyncio.sleep(self.delays_s[attempt])
         if refused is not None:

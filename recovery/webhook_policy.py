@@ -137,7 +137,7 @@ class WebhookPolicy:
                 ),
                 RESOLVE_TIMEOUT_S,
             )
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:  # ValueError: not a valid IDNA name
             raise WebhookRefused(f"{host} does not resolve ({e or 'timed out'})") from None
         out: list[IPAddress] = []
         for info in infos:

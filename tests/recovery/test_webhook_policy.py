@@ -113,3 +113,8 @@ def test_the_target_check_covers_what_the_name_resolves_to() -> None:
     assert reason is not None and "not a public address" in reason
     assert asyncio.run(p.check_target("https://no-such-host.invalid/h")) is not None
     assert asyncio.run(WebhookPolicy.parse("127.0.0.1").check_target("http://127.0.0.1/")) is None
+
+
+def test_a_name_that_cannot_be_resolved_is_refused_not_a_fault() -> None:
+    # Not a valid IDNA name: getaddrinfo raises UnicodeError (schemathesis found it as a 500).
+    assert asyncio.run(STRICT.check_target("https://\U000f8cc0.example/h")) is not None
