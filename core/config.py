@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator
@@ -72,6 +73,34 @@ class Settings(BaseSettings):
     api_rate_burst: int = Field(
         default=200, ge=1, description="requests one API key may make at once above its rate"
     )
+    # Limits per client address come before the key: guessing keys must cost the service nothing.
+    api_address_rate_per_s: float = Field(
+        default=500.0,
+        gt=0,
+        description="requests per second allowed from one client address (an IPv6 /64) to keyed "
+        "routes, whatever their keys (raise it for a gateway speaking for many clients)",
+    )
+    api_address_rate_burst: int = Field(
+        default=1000,
+        ge=1,
+        description="requests one client address may make at once above its rate",
+    )
+    api_bad_key_rate_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="unknown or revoked keys per second one client address may present; beyond "
+        "it (and the burst) its keyed requests get 429 without a key lookup",
+    )
+    api_bad_key_burst: int = Field(
+        default=20,
+        ge=1,
+        description="unknown or revoked keys one client address may present at once above its rate",
+    )
+    api_docs: Literal["off", "key", "open"] = Field(
+        default="key",
+        description="the API's /docs, /redoc and /openapi.json: off, for any valid key (key), or "
+        "for anyone (open)",
+    )
     console_tile_url: str = Field(
         default="",
         description="map tile URL template for the police console; empty: no tiles, offline "
@@ -81,8 +110,13 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=65535,
-        description="Prometheus /metrics port of `tagtrail worker` and `sink`; 0: none (the API "
-        "serves its own on api_port)",
+        description="Prometheus /metrics port, without a key, of `tagtrail worker`, `sink` and "
+        "`api` (bind it where only Prometheus reaches it); 0: none",
+    )
+    metrics_open: bool = Field(
+        default=False,
+        description="serve the API's own /metrics (on api_port) without a key; off: for ops and "
+        "admin keys only",
     )
     # A webhook URL comes from the owner, so by default only public https hosts are called.
     webhook_allow_hosts: str = Field(

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 
 from recovery.auth import Principal, Role
 from recovery.context import ServiceContext
-from recovery.exceptions import NotAllowed, RateLimited, Unauthenticated
+from recovery.exceptions import NotAllowed
+from recovery.gate import PRINCIPAL, FrontDoor
 
 
 def get_ctx(request: Request) -> ServiceContext:
@@ -21,22 +22,13 @@ def get_ctx(request: Request) -> ServiceContext:
 Ctx = Annotated[ServiceContext, Depends(get_ctx)]
 
 
-async def get_principal(request: Request, ctx: Ctx) -> Principal:
-    auth = request.headers.get("authorization", "")
-    key = (
-        auth[7:].strip()
-        if auth.lower().startswith("bearer ")
-        else request.headers.get("x-api-key", "")
-    )
-    if not key:
-        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-    p = await ctx.principal_for(key)
+async def get_principal(request: Request) -> Principal:
+    """The caller `recovery.gate` found from the key, with its limits applied, before the body
+    was read (an application without the gate checks here, the same way)."""
+    p: Principal | None = request.scope.get(PRINCIPAL)
     if p is None:
-        raise Unauthenticated("unknown or revoked API key")
-    # The per-run local admin key (the operator's own CLI on this machine) is not limited.
-    wait_s = 0.0 if p.key_id == "local-admin" else ctx.limiter.take(p.key_id)
-    if wait_s > 0:
-        raise RateLimited("rate limit exceeded for this key", retry_after_s=wait_s)
+        door: FrontDoor = request.app.state.front_door
+        p = request.scope[PRINCIPAL] = await door.authenticate(request.scope)
     return p
 
 

@@ -24,6 +24,10 @@ def module_settings(tmp: object, bootstrap: str, **overrides: object) -> Setting
         },
         "consumer_group": f"group-{u}",
         "webhook_allow_hosts": "127.0.0.1",  # the tests' webhook receiver
+        # Every test speaks from 127.0.0.1: per-address limits only where a test sets them.
+        "api_address_rate_per_s": 1e6,
+        "api_address_rate_burst": 10**6,
+        "api_bad_key_burst": 10**6,
     }
     base.update(overrides)
     return load_settings(**base)

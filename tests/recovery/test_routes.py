@@ -285,7 +285,8 @@ def test_area_search_and_cells(
 def test_health_metrics_console(service: Service) -> None:
     assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{service.url}/readyz").json() == {"status": "ready"}
-    assert "tagtrail_webhooks_total" in httpx.get(f"{service.url}/metrics").text
+    ops = {"Authorization": service.new_key("ops", "metrics")["Authorization"]}
+    assert "tagtrail_webhooks_total" in httpx.get(f"{service.url}/metrics", headers=ops).text
     page = httpx.get(f"{service.url}/console/")
     assert page.status_code == 200 and "console.js" in page.text
     assert httpx.get(f"{service.url}/console/console.js").status_code == 200
