@@ -29,6 +29,10 @@ def env_for(settings: Settings, bootstrap: str, **extra: str) -> dict[str, str]:
             "TAGTRAIL_KAFKA": bootstrap,
             "TAGTRAIL_API_PORT": "0",
             "TAGTRAIL_PARTITIONS": str(settings.partitions),
+            # The observer scrapes /metrics without a key, and every client is this machine.
+            "TAGTRAIL_METRICS_OPEN": "true",
+            "TAGTRAIL_API_ADDRESS_RATE_PER_S": "1e9",
+            "TAGTRAIL_API_ADDRESS_RATE_BURST": str(10**9),
         }
         | extra
     )

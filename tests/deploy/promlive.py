@@ -84,15 +84,19 @@ def free_port() -> int:
 class PrometheusServer:
     """Debian's prometheus as a child process; `stop()` kills it (also on test failure)."""
 
-    def __init__(self, folder: Path, targets: list[str], rules: Path | None) -> None:
+    def __init__(
+        self, folder: Path, targets: list[str], rules: Path | None, bearer: str | None = None
+    ) -> None:
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        job: dict[str, Any] = {"job_name": "tagtrail-up", "static_configs": [{"targets": targets}]}
+        if bearer is not None:  # the API's /metrics answers ops keys
+            (folder / "scrape.key").write_text(bearer)
+            job["authorization"] = {"type": "Bearer", "credentials_file": "scrape.key"}
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "tagtrail-up", "static_configs": [{"targets": targets}]}
-            ],
+            "scrape_configs": [job],
         }
         if rules is not None:
             # The committed rules, with every group evaluated each second so the test is short.

@@ -82,13 +82,16 @@ def test_compose_settings_ports_and_mounts(path: Path) -> None:
         nets = [services[n].get("networks", {}).get("default", {}) for n in ch]
         aliases = {a for net in nets for a in net.get("aliases", [])}
         assert dsn.hostname in set(ch) | aliases, f"{name}: no ClickHouse server {dsn.hostname}"
-        if name in ("worker", "sink"):
+        if name in ("worker", "sink", "api"):
+            # Scraped on the metrics port (no key); the API's public port is not scraped.
             assert s.metrics_port == _scrape_port(f"tagtrail-{name}"), name
             assert s.api_host == "0.0.0.0", f"{name}: metrics port must listen on the network"
         if name == "api":
-            assert s.api_host == "0.0.0.0"
-            assert s.api_port == _scrape_port("tagtrail-api")
+            assert not s.metrics_open, "the API port's /metrics must need a key"
             assert all(str(p).endswith(f":{s.api_port}") for p in svc["ports"])
+            assert s.metrics_port != s.api_port and not any(
+                str(p).endswith(f":{s.metrics_port}") for p in svc["ports"]
+            ), "the metrics port must not be published"
     # Prometheus scrapes the services by their compose names (every replica via DNS).
     for job in PROMETHEUS["scrape_configs"]:
         for sd in job.get("dns_sd_configs", []):

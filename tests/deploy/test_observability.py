@@ -1,9 +1,10 @@
 """Dashboards and alert rules proven against real servers.
 
 The pipeline runs a small simulated city through the real broker and chdb store; Debian's
-Prometheus scrapes the API's /metrics every second with the committed rules loaded. Every PromQL
-expression of every dashboard panel and every rule is then evaluated through Prometheus' HTTP API
-and must return series; every ClickHouse panel's SQL runs against the store and must return rows.
+Prometheus scrapes the API's /metrics every second, with an ops key as an operator would, with
+the committed rules loaded. Every PromQL expression of every dashboard panel and every rule is
+then evaluated through Prometheus' HTTP API and must return series; every ClickHouse panel's SQL
+runs against the store and must return rows.
 """
 
 from __future__ import annotations
@@ -212,7 +213,16 @@ async def _run(settings: Settings, folder: Path) -> None:
         instrument_api(p.api)  # before the first request; a no-op if create_api already did
         poller = OpsPoller(settings, p.bootstrap, p.runner.run, interval_s=1.0)
         await poller.start()
-        prom = PrometheusServer(folder, [p.api_url.removeprefix("http://")], RULES)
+        # Scraped as an operator would: with an ops key (the API's /metrics needs one).
+        async with httpx.AsyncClient(base_url=p.api_url, timeout=30) as http:
+            r = await http.post(
+                "/v1/keys",
+                json={"role": "ops", "name": "prometheus"},
+                headers={"Authorization": f"Bearer {p.admin_key}"},
+            )
+            r.raise_for_status()
+        target = p.api_url.removeprefix("http://")
+        prom = PrometheusServer(folder, [target], RULES, bearer=r.json()["key"])
         await asyncio.to_thread(prom.start)
         # Counters must be scraped before the load too, or their increase is invisible.
         while not await asyncio.to_thread(prom.query, "up == 1"):
