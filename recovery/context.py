@@ -42,6 +42,13 @@ class ServiceContext(ServiceState):
             self.feed = AlertFeed(self)
             await self.feed.start()
 
+    def key_revoked(self, key_id: str) -> None:
+        """A key was revoked here: refused from the next request on, and its open alert streams
+        end now (woken, they re-check their key)."""
+        self.forget_keys(revoked=key_id)
+        if self.feed is not None and self.feed.hub is not None:
+            self.feed.hub.wake()
+
     async def stop(self) -> None:
         if self.feed is not None:
             await self.feed.stop()

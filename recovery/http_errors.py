@@ -68,6 +68,14 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= LOG_CHARS else text[:LOG_CHARS] + "..."
 
 
+async def audit_refusal(request: Request, status: int, message: str) -> None:
+    """Police requests are audited refused too: the police-access dependency leaves its hook
+    on the request (`recovery.audit`), which writes the row unless the request was recorded."""
+    hook = getattr(request.state, "on_refusal", None)
+    if hook is not None and 400 <= status < 500:
+        await hook(status, message)
+
+
 def install(api: FastAPI) -> None:
     """Register the error handlers on `api`."""
 
@@ -77,6 +85,7 @@ def install(api: FastAPI) -> None:
         if status == 500:
             log.error("%s %s: %s", request.method, request.url.path, _one_line(exc))
             return JSONResponse({"error": INTERNAL}, status_code=500)
+        await audit_refusal(request, status, str(exc))
         body: dict[str, object] = {"error": str(exc)}
         if isinstance(exc, InvalidField):
             body["fields"] = [{"field": exc.field, "error": str(exc)}]
@@ -97,10 +106,11 @@ def install(api: FastAPI) -> None:
         )
 
     @api.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [
             {"field": ".".join(str(x) for x in e["loc"]), "error": e["msg"]} for e in exc.errors()
         ]
+        await audit_refusal(request, 422, "; ".join(f"{f['field']}: {f['error']}" for f in fields))
         return JSONResponse({"error": "invalid request", "fields": fields}, status_code=422)
 
     @api.exception_handler(StoreError)

@@ -10,6 +10,11 @@ each alert once, for every open stream, off the API's event loop. A stream reads
 a consumer of its own only while it is behind the hub (a resume from an older id) or after it
 fell too far behind it (a slow client), then joins the hub again; without a hub (no alert feed
 in this process) it always reads the topic itself.
+
+A stream may leave out alerts whose sighting is older than `max_age_ms` (police without the
+supervisor role: the 90-day rule), and ends once `allowed()` says no (its key was revoked:
+checked after every wait, which is at most a second, and the hub wakes its streams at once when
+a key is revoked here). `delivered` counts the events written, for the audit.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from math import isfinite
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from core.records.alerts import ALERT_FIELDS, Alert, decode_alerts
 from recovery import schemas
+from recovery.exceptions import InvalidRequest
 
 SSE_CLIENTS = Gauge("tagtrail_api_sse_clients", "Open alert streams")
 SSE_EVENTS = Counter("tagtrail_api_sse_events_total", "Alert events sent to stream clients")
@@ -39,6 +46,7 @@ EVENTS_PER_WRITE = 5000
 # Events a stream may have queued from the hub, unwritten (a slow client): beyond this it leaves
 # the hub and reads the topic itself from where it is, at its own pace.
 MAX_QUEUED_EVENTS = 200_000
+NEVER_OLD = 2**63 - 1  # the sighting time of an undecodable record: it carries no position
 
 
 def alert_json(a: Alert, offset: int) -> dict[str, object]:
@@ -78,9 +86,25 @@ def format_events(offsets: Sequence[int], alerts: Sequence[Alert | None]) -> lis
     ]
 
 
+class _Fetch(NamedTuple):
+    """One fetch as the hub hands it out: its events and each alert's sighting end (last_ts)."""
+
+    offsets: list[int]
+    events: list[str]
+    seen: list[int]
+    oldest: int  # min(seen)
+
+
+_WAKE = _Fetch([], [], [], NEVER_OLD)  # no events: the stream re-checks (dropped, revoked)
+
+
+def _seen(alerts: Sequence[Alert | None]) -> list[int]:
+    return [a.last_ts if a is not None else NEVER_OLD for a in alerts]
+
+
 @dataclass(eq=False)
 class _Subscription:
-    queue: asyncio.Queue[tuple[list[int], list[str]]]
+    queue: asyncio.Queue[_Fetch]
     queued: int = 0  # events put and not yet taken
     dropped: bool = False  # fell too far behind: the stream reads the topic itself
 
@@ -111,28 +135,40 @@ class AlertHub:
         with self._lock:
             sub.queued -= n
 
+    def wake(self) -> None:
+        """Wake every stream now (a key was revoked: they re-check theirs)."""
+        with self._lock:
+            for sub in self._subs:
+                self.loop.call_soon_threadsafe(sub.queue.put_nowait, _WAKE)
+
     def publish(self, offsets: list[int], alerts: Sequence[Alert | None]) -> None:
         """Hand one fetch (offsets ascending, after `position`) to every stream."""
         if not offsets:
             return
         # Formatted outside the lock, unless nobody listens (a stream subscribing meanwhile is
         # caught below, under the lock).
-        events = format_events(offsets, alerts) if self._subs else None
+        fetch = self._fetch(offsets, alerts) if self._subs else None
         with self._lock:
-            if events is None:
+            if fetch is None:
                 if not self._subs:
                     self.position = offsets[-1] + 1
                     return
-                events = format_events(offsets, alerts)
+                fetch = self._fetch(offsets, alerts)
             self.position = offsets[-1] + 1
+            n = len(fetch.events)
             for sub in list(self._subs):
-                if sub.queued + len(events) > MAX_QUEUED_EVENTS:
+                if sub.queued + n > MAX_QUEUED_EVENTS:
                     sub.dropped = True  # the stream sees it at its next chunk or wake-up
                     self._subs.discard(sub)
-                    self.loop.call_soon_threadsafe(sub.queue.put_nowait, ([], []))
+                    self.loop.call_soon_threadsafe(sub.queue.put_nowait, _WAKE)
                     continue
-                sub.queued += len(events)
-                self.loop.call_soon_threadsafe(sub.queue.put_nowait, (offsets, events))
+                sub.queued += n
+                self.loop.call_soon_threadsafe(sub.queue.put_nowait, fetch)
+
+    @staticmethod
+    def _fetch(offsets: list[int], alerts: Sequence[Alert | None]) -> _Fetch:
+        seen = _seen(alerts)
+        return _Fetch(offsets, format_events(offsets, alerts), seen, min(seen))
 
 
 class AlertStream:
@@ -144,11 +180,17 @@ class AlertStream:
         topic: str,
         last_event_id: int | None,
         hub: AlertHub | None = None,
+        *,
+        max_age_ms: int | None = None,
+        allowed: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.tp = TopicPartition(topic, 0)
         self.last_event_id = last_event_id
         self.hub = hub
+        self.max_age_ms = max_age_ms  # leave out alerts whose sighting ended longer ago
+        self.allowed = allowed  # False: end the stream (its key was revoked)
+        self.delivered = 0  # events written to the client
         self.next = 0  # offset of the next event this stream sends
         self._counted = False
         self._consumer: AIOKafkaConsumer | None = None
@@ -169,11 +211,19 @@ class AlertStream:
         return self._consumer
 
     async def start(self) -> None:
+        """Fix the stream's start; InvalidRequest for a last event id past the end of the log
+        (no event of this stream has it: seeking there would wait for it, or start over)."""
         consumer = await self._open_consumer()
         SSE_CLIENTS.inc()
         self._counted = True
+        end = (await consumer.end_offsets([self.tp]))[self.tp]
         if self.last_event_id is None:
-            self.next = (await consumer.end_offsets([self.tp]))[self.tp]
+            self.next = end
+        elif self.last_event_id >= end:
+            raise InvalidRequest(
+                f"Last-Event-ID (or after) {self.last_event_id} is not an event of this stream "
+                f"(the latest is {end - 1}); send -1 to replay all, or none to start live"
+            )
         else:
             self.next = self.last_event_id + 1
         consumer.seek(self.tp, self.next)
@@ -183,6 +233,10 @@ class AlertStream:
         idle_since = time.monotonic()
         while True:
             chunk = await self._next_chunk()
+            # After every wait (a second at most), before anything more is sent.
+            if self.allowed is not None and not await self.allowed():
+                yield ": access revoked\n\n"
+                return
             if chunk is None:
                 if time.monotonic() - idle_since > KEEPALIVE_S:
                     idle_since = time.monotonic()
@@ -191,6 +245,11 @@ class AlertStream:
             idle_since = time.monotonic()
             SSE_EVENTS.inc(chunk[1])
             yield chunk[0]
+            self.delivered += chunk[1]
+
+    def _cutoff(self) -> int:
+        """Alerts whose sighting ended before this are left out (0: none are)."""
+        return 0 if self.max_age_ms is None else int(time.time() * 1000) - self.max_age_ms
 
     async def _next_chunk(self) -> tuple[str, int] | None:
         """The next events to write and their count; None after a second with none."""
@@ -208,21 +267,26 @@ class AlertStream:
 
     async def _from_hub(self, sub: _Subscription) -> tuple[str, int] | None:
         try:
-            offsets, events = await asyncio.wait_for(sub.queue.get(), 1.0)
+            fetch = await asyncio.wait_for(sub.queue.get(), 1.0)
         except TimeoutError:
             return None
         assert self.hub is not None
+        offsets, events = fetch.offsets, fetch.events
         self.hub.taken(sub, len(events))
-        if sub.dropped and not offsets:  # too far behind: read on from the topic
-            self._sub = None
-            (await self._open_consumer()).seek(self.tp, self.next)
-            return None
-        if offsets[0] < self.next:  # published before this stream's position
-            keep = [i for i, off in enumerate(offsets) if off >= self.next]
-            offsets, events = [offsets[i] for i in keep], [events[i] for i in keep]
-            if not offsets:
+        if not offsets:
+            if sub.dropped:  # too far behind: read on from the topic
+                self._sub = None
+                (await self._open_consumer()).seek(self.tp, self.next)
+            return None  # (or woken to re-check its key)
+        start, cutoff = self.next, self._cutoff()
+        self.next = max(start, offsets[-1] + 1)
+        if offsets[0] < start or fetch.oldest < cutoff:
+            # Published before this stream's position, or alerts too old for this caller.
+            seen = fetch.seen
+            keep = [i for i, off in enumerate(offsets) if off >= start and seen[i] >= cutoff]
+            if not keep:
                 return None
-        self.next = offsets[-1] + 1
+            events = [events[i] for i in keep]
         return "".join(events), len(events)
 
     async def _from_topic(self) -> tuple[str, int] | None:
@@ -239,9 +303,16 @@ class AlertStream:
             await self._stop_consumer()
         if not msgs:
             return None
-        offsets = [m.offset for m in msgs]
-        events = format_events(offsets, decode_alerts([m.value for m in msgs]))
-        self.next = offsets[-1] + 1
+        self.next = msgs[-1].offset + 1
+        alerts = decode_alerts([m.value for m in msgs])
+        cutoff = self._cutoff()
+        if cutoff:  # leave out alerts too old for this caller
+            seen = _seen(alerts)
+            msgs = [m for m, t in zip(msgs, seen, strict=True) if t >= cutoff]
+            alerts = [a for a, t in zip(alerts, seen, strict=True) if t >= cutoff]
+            if not msgs:
+                return None
+        events = format_events([m.offset for m in msgs], alerts)
         return "".join(events), len(events)
 
     async def _stop_consumer(self) -> None:

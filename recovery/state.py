@@ -7,6 +7,7 @@ feed); this part has no lifecycle, so the modules it serves can name its type wi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from recovery.ratelimit import RateLimiter
 from store import accounts, cases
 from store.runner import StoreRunner
 
+log = logging.getLogger(__name__)
 KEY_CACHE_S = 5.0
 # Locks of idle tags are dropped once there are more than this many (a bound on memory).
 MAX_TAG_LOCKS = 10_000
@@ -47,6 +49,10 @@ class ServiceState:
         default_factory=dict, init=False, repr=False
     )
     _tag_locks: dict[int, asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
+    # Keys revoked through this process (open streams end at once), and key ids' liveness as
+    # the store last told it (open streams re-check theirs: revocations through other replicas).
+    _revoked: set[str] = field(default_factory=set, init=False, repr=False)
+    _live_keys: dict[str, tuple[float, bool]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.audit_log = GroupCommit(self.runner, accounts.audit_batch)
@@ -71,9 +77,33 @@ class ServiceState:
         """The per-run admin key of the operator's CLI on this machine (never stored)."""
         self.local_admin_key, self._local_admin_hash = key, key_hash
 
-    def forget_keys(self) -> None:
-        """Drop cached key lookups (after a revocation, so it applies at once)."""
+    def forget_keys(self, revoked: str = "") -> None:
+        """Drop cached key lookups (after a revocation, so it applies at once); `revoked`: the id
+        of the key just revoked, refused from now on by `key_is_live` without asking the store."""
         self._key_cache.clear()
+        self._live_keys.clear()
+        if revoked:
+            self._revoked.add(revoked)
+
+    async def key_is_live(self, key_id: str) -> bool:
+        """Whether the key `key_id` is still valid, for a request that outlives its key check
+        (an alert stream): False at once for a key revoked through this process; else the
+        store's answer, cached KEY_CACHE_S as request lookups are. A store that cannot answer
+        leaves the last answer standing (an outage does not cut police off a live stream)."""
+        if key_id in self._revoked:
+            return False
+        if key_id == "local-admin":
+            return True
+        hit = self._live_keys.get(key_id)
+        if hit is not None and time.monotonic() - hit[0] < KEY_CACHE_S:
+            return hit[1]
+        try:
+            live = bool(await self.runner.run(accounts.key_is_live, key_id))
+        except Exception as e:
+            log.warning("key %s: liveness not checked (%s); the last answer stands", key_id, e)
+            live = True if hit is None else hit[1]
+        self._live_keys[key_id] = (time.monotonic(), live)
+        return live
 
     async def principal_for(self, key: str) -> Principal | None:
         h = hash_key(key)

@@ -68,8 +68,9 @@ def audit(store: Store, **record: Any) -> None:
 
 def audit_batch(store: Store, records: list[dict[str, Any]]) -> None:
     """Append access records in one insert. Each has actor, role, action, target, params (dict),
-    client_ip, request_id and optionally route, case_id, reason, rows_returned; the request ids
-    make a retried insert store them once."""
+    client_ip, request_id and optionally route, case_id, reason, rows_returned, status (the HTTP
+    status answered, 200 by default) and refusal (what a refused caller was told); the request
+    ids make a retried insert store them once."""
     if not records:
         return
     t = now_ms()
@@ -92,14 +93,16 @@ def audit_batch(store: Store, records: list[dict[str, Any]]) -> None:
             "case_id": col("case_id"),
             "reason": col("reason"),
             "rows_returned": np.array([r.get("rows_returned", 0) for r in records], np.int64),
+            "status": np.array([r.get("status", 200) for r in records], np.uint16),
+            "refusal": col("refusal"),
         },
         dedup_token="audit:" + _digest(",".join(r["request_id"] for r in records)),
     )
 
 
 AUDIT_COLS = (
-    "at_ms", "actor", "role", "action", "target", "params", "request_id", "route", "case_id",
-    "reason", "rows_returned",
+    "at_ms", "actor", "role", "action", "target", "params", "client_ip", "request_id", "route",
+    "case_id", "reason", "rows_returned", "status", "refusal",
 )  # fmt: skip
 
 
@@ -114,6 +117,15 @@ def audit_records(
         params["a"] = actor
     rows = store.backend.execute(sql + " ORDER BY at_ms, request_id LIMIT {n:UInt32}", params)
     return [dict(zip(AUDIT_COLS, r, strict=True)) for r in rows]
+
+
+def key_is_live(store: Store, key_id: str) -> bool:
+    """Whether a key with this id exists and is not revoked (re-checked by open streams)."""
+    rows = store.backend.execute(
+        "SELECT count() FROM api_keys FINAL WHERE key_id = {k:String} AND revoked = 0",
+        {"k": key_id},
+    )
+    return bool(rows and rows[0][0])
 
 
 def list_keys(store: Store) -> list[dict[str, Any]]:

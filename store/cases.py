@@ -221,13 +221,18 @@ def list_alerts(
     case_id: str | None = None,
     after_offset: int = -1,
     limit: int = 200,
+    seen_since_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Alerts in topic order (oldest first) after `after_offset`, the latest `limit` of them."""
+    """Alerts in topic order (oldest first) after `after_offset`, the latest `limit` of them;
+    with `seen_since_ms`, only alerts whose sighting lasted until then or later."""
     where = ["stream_offset > {a:Int64}"]
     params: dict[str, Any] = {"a": after_offset, "n": limit}
     if case_id is not None:
         where.append("case_id = {c:String}")
         params["c"] = case_id
+    if seen_since_ms is not None:
+        where.append("last_ts >= {s:Int64}")
+        params["s"] = seen_since_ms
     inner = (
         _ALERT_SELECT
         + f"WHERE {' AND '.join(where)} ORDER BY stream_offset DESC LIMIT {{n:UInt32}}"

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import numpy as np
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from core.records.readers import encode_reader
+from recovery.audit import write_audit
 from recovery.auth import Principal, Role, new_key
 from recovery.deps import Ctx, require
 from recovery.exceptions import InvalidField, NotFound
@@ -149,21 +150,29 @@ async def revoke_key(
     ctx: Ctx,
     _: Annotated[Principal, require(Role.admin)],
 ) -> Response:
-    """Revoke a key: refused from the next request on."""
+    """Revoke a key: refused from the next request on; its open alert streams end."""
     if not await ctx.runner.run(accounts.revoke_key, key_id):
         raise NotFound(f"no live key {key_id}", kind="key", key=key_id)
-    ctx.forget_keys()
+    ctx.key_revoked(key_id)
     return Response(status_code=204)
 
 
 @router.get("/export/sightings", response_class=Response)
-async def export_sightings(ctx: Ctx, _: Annotated[Principal, require(Role.admin)]) -> Response:
-    """All current sightings (contract columns) as a Parquet file."""
+async def export_sightings(
+    request: Request, ctx: Ctx, caller: Annotated[Principal, require(Role.admin)]
+) -> Response:
+    """All current sightings (contract columns) as a Parquet file (audited: every position)."""
     import pyarrow as pa
 
     from store.queries import export_sightings as q_export
 
     cols = await ctx.runner.run(q_export)
+    table = pa.table(cols)
     buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf)
+    pq.write_table(table, buf)
+    # Written before the file leaves, as a police request's: no unaudited data.
+    await write_audit(
+        ctx, request, caller, action="export_sightings", target="", params={},
+        rows_returned=table.num_rows,
+    )  # fmt: skip
     return Response(buf.getvalue(), media_type="application/vnd.apache.parquet")

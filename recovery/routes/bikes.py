@@ -65,7 +65,8 @@ async def list_bikes(
     access: Access,
     plate: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
 ) -> list[Bike]:
-    """Owners: your bikes (optionally by plate). Police: the bike with a plate (audited)."""
+    """Owners: your bikes (optionally by plate). Police: the bike with a plate, stating
+    `case_id` (an open or spotted case) or `reason` (audited)."""
     if caller.role == Role.owner:
         rows = await ctx.runner.run(
             (lambda s: cases.bikes_by_plate(s, plate, caller.owner_id))
@@ -73,7 +74,7 @@ async def list_bikes(
             else (lambda s: cases.bikes_of(s, caller.owner_id))
         )
         return [bike_out(b, with_webhook=True) for b in rows]
-    police_only(access)
+    await police_only(access)
     if not plate:
         raise InvalidRequest("police look bikes up by plate: give ?plate=")
     rows = await ctx.runner.run(cases.bikes_by_plate, plate)
@@ -83,7 +84,8 @@ async def list_bikes(
 
 @router.get("/bikes/{tag_id}/last-seen", response_model=Sighting)
 async def last_seen(tag_id: TagPath, ctx: Ctx, caller: Caller, access: Access) -> Sighting:
-    """The latest sighting of a tag: its owner, or police stating a case id or a reason."""
+    """The latest sighting of a tag: its owner, or police stating `case_id` (this tag's open or
+    spotted case) or `reason` (audited; a sighting older than 90 days only for supervisors)."""
     from store.queries import last_seen as q_last_seen
 
     if caller.role == Role.owner:
@@ -91,7 +93,7 @@ async def last_seen(tag_id: TagPath, ctx: Ctx, caller: Caller, access: Access) -
         if owner != caller.owner_id:
             raise NotFound("no such bike among yours", kind="bike", key=tag_id)
     else:
-        police_only(access)
+        await police_only(access, tag_id=tag_id)
     row = await ctx.runner.run(q_last_seen, tag_id)
     if access.is_police:
         if row is not None:
@@ -110,10 +112,12 @@ async def track(
     from_ms: Annotated[int, Query(alias="from", ge=0, lt=2**53, description="UTC epoch ms")],
     to_ms: Annotated[int, Query(alias="to", ge=0, lt=2**53, description="UTC epoch ms")],
 ) -> Sightings:
-    """Police: a tag's sightings overlapping [from, to), at most 31 days (audited)."""
+    """Police, stating `case_id` (this tag's open or spotted case) or `reason`: a tag's
+    sightings overlapping [from, to), at most 31 days; from over 90 days ago only for
+    supervisors (audited)."""
     from store.queries import track as q_track
 
-    police_only(access)
+    await police_only(access, tag_id=tag_id)
     if not 0 < to_ms - from_ms <= MAX_TRACK_MS:
         raise InvalidRequest("need from < to, at most 31 days apart")
     access.check_age(from_ms)

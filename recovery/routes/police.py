@@ -53,11 +53,13 @@ async def area_search(
     cell: Annotated[str | None, Query(min_length=1, max_length=16, description="H3 hex")] = None,
     k: Annotated[int, Query(ge=0, le=10)] = 0,
 ) -> Sightings:
-    """Police: sightings within radius_m of lat/lng, or in an H3 cell and its k-ring,
-    overlapping [from, to) (at most 7 days; audited). At most 10,000 rows, oldest first."""
+    """Police, stating `case_id` (an open or spotted case) or `reason`: sightings within
+    radius_m of lat/lng, or in an H3 cell and its k-ring, overlapping [from, to) (at most 7
+    days; from over 90 days ago only for supervisors; audited). At most 10,000 rows, oldest
+    first."""
     from store.queries import sightings_in_area
 
-    police_only(access)
+    await police_only(access)
     disc = lat is not None and lng is not None and radius_m is not None
     if disc == (cell is not None):
         raise InvalidRequest("give either lat, lng and radius_m, or cell (and k)")

@@ -90,13 +90,14 @@ async def list_thefts(
     status: Annotated[Status | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[Case]:
-    """Owners: your cases. Police: all cases, e.g. ?status=open (audited)."""
+    """Owners: your cases. Police: all cases, e.g. ?status=open, stating `case_id` (an open or
+    spotted case) or `reason` (audited)."""
     if caller.role == Role.owner:
         rows = await ctx.runner.run(
             lambda s: cases.list_cases(s, owner_id=caller.owner_id, status=status, limit=limit)
         )
         return [case_out(c) for c in rows]
-    police_only(access)
+    await police_only(access)
     rows = await ctx.runner.run(lambda s: cases.list_cases(s, status=status, limit=limit))
     await access.record("list_cases", "", {"status": status, "limit": limit}, len(rows))
     return [case_out(c) for c in rows]

@@ -1,5 +1,6 @@
 """Audit completeness: every police data request is recorded exactly once, with its reason or
-case, route, parameters and rows returned; refused and owner requests are not police access."""
+case, route, parameters and rows returned (a refused one with its status and what it was told);
+owners' requests for their own data are not police access."""
 
 from __future__ import annotations
 
@@ -61,14 +62,30 @@ def test_every_police_request_is_audited_once(service: Service) -> None:
         "GET", f"{service.url}/v1/alerts/stream", params={"reason": "r9"}, headers=hp, timeout=10
     ) as r:
         assert r.status_code == 200
-    # Refused (no reason) and failed requests leave no record: no data was returned.
+    # The stream is audited again when it ends (with what it delivered); a refused request
+    # (no reason) is audited as refused, with its status.
+    time.sleep(0.005)
     assert httpx.get(f"{service.url}/v1/bikes/{tag}/last-seen", headers=hp).status_code == 400
 
-    recs = _records(service, pol["key_id"])
-    assert len(recs) == len(calls) + 1, [r["action"] for r in recs]
+    def all_in() -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            recs = _records(service, pol["key_id"])
+            if len(recs) == len(calls) + 3:
+                return recs
+            time.sleep(0.1)
+        raise AssertionError([r["action"] for r in recs])
+
+    recs = all_in()
     assert len({r["request_id"] for r in recs}) == len(recs)
+    served, rest = recs[: len(calls) + 1], recs[len(calls) + 1 :]
+    assert sorted(r["action"] for r in rest) == ["alert_stream_end", "refused"]
+    refused = next(r for r in rest if r["action"] == "refused")
+    assert refused["status"] == 400 and "reason" in refused["refusal"]
+    assert refused["route"] == "GET /v1/bikes/{tag_id}/last-seen"
+    assert all(r["status"] == 200 and r["refusal"] == "" for r in served)
     for rec, (method, _path, _params, _, action, rows, reason, case) in zip(
-        recs, calls, strict=False
+        served, calls, strict=False
     ):
         assert rec["action"] == action
         assert rec["role"] == "police"
@@ -78,7 +95,7 @@ def test_every_police_request_is_audited_once(service: Service) -> None:
             assert rec["rows_returned"] == rows, action
         assert isinstance(json.loads(rec["params"]), dict)
         assert NOW - 60_000 < rec["at_ms"] <= int(time.time() * 1000)
-    assert recs[-1]["action"] == "alert_stream" and recs[-1]["reason"] == "r9"
+    assert served[-1]["action"] == "alert_stream" and served[-1]["reason"] == "r9"
     # Owners reading their own data are not police access.
     assert _records(service, owner["key_id"]) == []
 

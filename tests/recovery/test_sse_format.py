@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from core.records.alerts import Alert
 from recovery.sse import alert_json, event_data
-from tests.stream.test_hotlist import ALERT_FIELDS
+from tests.stream.followers.test_hotlist import ALERT_FIELDS
 
 
 @settings(max_examples=300, deadline=None)
