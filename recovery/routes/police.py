@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import numpy as np
@@ -29,15 +30,35 @@ def _parse_cell(text: str, field: str) -> int:
     return cell
 
 
-def _res9_cells(cell: int, k: int) -> np.ndarray:
+def _res9_count(cell: int, k: int) -> int:
+    """How many res-9 cells the k-ring of `cell` covers, counted without listing them (at most
+    331 ring cells, each sized by H3's closed form: 7^(9-r), fewer for pentagons)."""
     res = h3i.get_resolution(cell)
     if res > 9:
         raise InvalidField("cell resolution must be 9 or coarser", field="query.cell")
+    if k == 0:
+        return int(h3i.cell_to_children_size(cell, 9))
+    return sum(int(h3i.cell_to_children_size(c, 9)) for c in h3i.grid_disk(cell, k))
+
+
+def _check_area(cell: int, k: int) -> None:
+    """InvalidRequest, with the size, if the area covers more than MAX_CELLS res-9 cells: checked
+    before anything is expanded (a res-1 cell alone has 5.8 M children)."""
+    n = _res9_count(cell, k)
+    if n > MAX_CELLS:
+        res = h3i.get_resolution(cell)
+        raise InvalidRequest(
+            f"area too large: a res-{res} cell with k={k} covers {n} res-9 cells (at most "
+            f"{MAX_CELLS}); give a finer cell or a smaller k"
+        )
+
+
+def _res9_cells(cell: int, k: int) -> np.ndarray:
+    """The res-9 cells of the k-ring of `cell`, sorted (bounded by `_check_area` first)."""
+    res = h3i.get_resolution(cell)
     out: list[int] = []
     for c in h3i.grid_disk(cell, k):
         out.extend(h3i.cell_to_children(c, 9) if res < 9 else [c])
-        if len(out) > MAX_CELLS:
-            raise InvalidRequest(f"area too large (over {MAX_CELLS} res-9 cells)")
     return np.array(sorted(out), dtype=np.uint64)
 
 
@@ -71,9 +92,14 @@ async def area_search(
             lambda s: sightings_in_area(s, from_ms, to_ms, lat=lat, lon=lng, radius_m=radius_m)
         )
     else:
-        cells = _res9_cells(_parse_cell(cell or "", "query.cell"), k)
+        parsed = _parse_cell(cell or "", "query.cell")
+        _check_area(parsed, k)
+        # Up to 20,000 cells to list and sort: off the event loop.
+        cells = await asyncio.to_thread(_res9_cells, parsed, k)
         cols = await ctx.runner.run(lambda s: sightings_in_area(s, from_ms, to_ms, cells=cells))
-    out = sightings_out({k_: v[:MAX_ROWS] for k_, v in cols.items()} if cols else {})
+    out = await asyncio.to_thread(
+        sightings_out, {k_: v[:MAX_ROWS] for k_, v in cols.items()} if cols else {}
+    )
     params = {"from": from_ms, "to": to_ms, "lat": lat, "lng": lng, "radius_m": radius_m,
               "cell": cell, "k": k}  # fmt: skip
     await access.record("area_search", cell or f"{lat},{lng}", params, len(out))
