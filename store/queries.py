@@ -213,12 +213,21 @@ def export_sightings(
 
 
 def partition_watermarks(store: Store, n_partitions: int, from_ms: int) -> dict[int, int]:
-    """Per reads-topic partition (reader_id mod n_partitions): the newest stored raw read ts at or
-    after `from_ms` (partitions without one are left out). A lower bound of what the worker of
-    that partition has seen, once it has caught up with the raw-read sink."""
+    """Per reads-topic partition (reader_id mod n_partitions): the newest stored raw read ts or
+    sighting last_ts at or after `from_ms` (partitions without one are left out). A lower bound
+    of what the worker of that partition has seen, once it has caught up with the raw-read sink.
+
+    Sightings count too: raw reads expire `raw_reads_ttl_days` after their event time, so for
+    reads older than that (a replay of old data) raw_reads holds nothing, while every sighting
+    row was written from reads its worker had seen (last_ts: one of them)."""
     rows = store.backend.execute(
-        "SELECT reader_id % {n:UInt32} AS part, max(ts_ms) FROM raw_reads "
-        "WHERE ts_ms >= {from:Int64} GROUP BY part",
+        "SELECT part, max(ts) FROM ("
+        "SELECT reader_id % {n:UInt32} AS part, max(ts_ms) AS ts FROM raw_reads "
+        "WHERE ts_ms >= {from:Int64} GROUP BY part "
+        "UNION ALL "
+        "SELECT reader_id % {n:UInt32} AS part, max(last_ts) AS ts FROM sightings "
+        "WHERE last_ts >= {from:Int64} GROUP BY part"
+        ") GROUP BY part",
         {"n": int(n_partitions), "from": int(from_ms)},
     )
     return {int(p): int(ts) for p, ts in rows}

@@ -52,8 +52,10 @@ def watermark_floors(
 ) -> dict[int, int]:
     """Per reads partition, a lower bound of its worker's watermark (newest event ts seen).
 
-    From the stored raw reads (once the worker has caught up with the raw-read sink) and from the
-    late reads themselves (a read is late only if its partition had seen ts + max_lateness_ms).
+    From the stored raw reads and sightings (once the worker has caught up with the raw-read sink;
+    sightings because raw reads expire by event time, so a replay of old data leaves raw_reads
+    empty, and deferred reads then waited for good) and from the late reads themselves (a read is
+    late only if its partition had seen ts + max_lateness_ms).
     Read it BEFORE waiting for the pipeline to catch up (`stream.sinks.backfiller`), so that the raw
     reads it saw had been published, hence processed by the worker, by the end of that wait.
     """
