@@ -14,6 +14,7 @@ from typing import Any
 from core.records.alerts import MATCHING_STATUSES, HotlistEntry, encode_hotlist, hotlist_key
 from recovery.auth import POLICE_ROLES, Principal, Role
 from recovery.exceptions import Conflict, NotAllowed, NotFound
+from recovery.metrics import case_moved
 from recovery.schemas import TheftIn
 from recovery.state import ServiceState
 from store import accounts, cases
@@ -76,6 +77,7 @@ async def open_case(
             "updated_at": t,
         }
         await ctx.case_writes.write((case, owner.key_id, "reported"))
+        ctx.open_cases.touch()
         await publish_hotlist(ctx, case)
     return case
 
@@ -120,6 +122,7 @@ async def change_status(
             check_transition(caller, case, status)
         elif status not in ALLOWED_FROM[case["status"]]:
             return case
+        previous = case["status"]
         # Strictly increasing versions, so the ReplacingMergeTree keeps this change.
         case = {
             **case,
@@ -127,6 +130,9 @@ async def change_status(
             "updated_at": max(accounts.now_ms(), case["updated_at"] + 1),
         }
         await ctx.case_writes.write((case, actor, note))
+        # (the system, caller None, sets spotted only at a case's first alert: recovery.alert_feed)
+        case_moved(case, previous, by_alert=caller is None)
+        ctx.open_cases.touch()
         await publish_hotlist(ctx, case)
     if status in NOTIFY_STATUSES:
         bike = await ctx.runner.run(cases.bike, int(case["tag_id"]))

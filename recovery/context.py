@@ -38,6 +38,7 @@ class ServiceContext(ServiceState):
         self.set_local_admin_key(key, key_hash)
         # A crash between storing a case and publishing it must not leave it off the hotlist.
         await casework.republish_active(self)
+        await self.open_cases.start()  # tagtrail_open_cases from the store, then kept there
         if self.follow_alerts:
             self.feed = AlertFeed(self)
             await self.feed.start()
@@ -52,6 +53,7 @@ class ServiceContext(ServiceState):
     async def stop(self) -> None:
         if self.feed is not None:
             await self.feed.stop()
+        await self.open_cases.stop()
         if self.notifier is not None:
             await self.notifier.close()
         if self.producer is not None:

@@ -18,6 +18,7 @@ from core.config import Settings
 from recovery.auth import Principal, Role, hash_key
 from recovery.batching import GroupCommit
 from recovery.exceptions import NotReady
+from recovery.metrics import OpenCasesGauge
 from recovery.notify import Notifier
 from recovery.ratelimit import RateLimiter
 from store import accounts, cases
@@ -44,6 +45,7 @@ class ServiceState:
     local_admin_key: str = field(default="", init=False, repr=False)
     audit_log: GroupCommit[dict[str, Any]] = field(init=False, repr=False)
     case_writes: GroupCommit[tuple[dict[str, Any], str, str]] = field(init=False, repr=False)
+    open_cases: OpenCasesGauge = field(init=False, repr=False)
     _local_admin_hash: str = field(default="", init=False, repr=False)
     _key_cache: dict[str, tuple[float, Principal | None]] = field(
         default_factory=dict, init=False, repr=False
@@ -57,6 +59,7 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.audit_log = GroupCommit(self.runner, accounts.audit_batch)
         self.case_writes = GroupCommit(self.runner, cases.write_cases)
+        self.open_cases = OpenCasesGauge(self.runner)
 
     def live_producer(self) -> AIOKafkaProducer:
         """The broker producer; NotReady until the service has started."""

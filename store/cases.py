@@ -170,6 +170,17 @@ def active_case_for_tag(store: Store, tag_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def count_active_cases(store: Store) -> int:
+    """How many cases are open or spotted (the `tagtrail_open_cases` gauge)."""
+    rows = _rows(
+        store,
+        ("n",),
+        "SELECT count() AS n FROM theft_cases FINAL WHERE status IN ('open', 'spotted')",
+        {},
+    )
+    return int(rows[0]["n"]) if rows else 0
+
+
 def list_cases(
     store: Store, *, owner_id: str | None = None, status: str | None = None, limit: int = 500
 ) -> list[dict[str, Any]]:

@@ -85,16 +85,8 @@ API_SECONDS = Histogram(
     ["route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
-# recovery (cases): theft report accepted -> first alert of that case.
-REPORT_TO_FIRST_ALERT = Histogram(
-    "tagtrail_report_to_first_alert_seconds",
-    "Theft report accepted to first alert of the case",
-    buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400),
-)
-# recovery (cases): open + spotted cases, refreshed when a case changes and periodically.
-OPEN_CASES = Gauge("tagtrail_open_cases", "Theft cases open or spotted")
-# recovery (cases): a case closed as recovered.
-RECOVERIES = Counter("tagtrail_recoveries_total", "Stolen bikes recovered")
+# The recovery service's case metrics (open cases, report to first alert, recoveries) are
+# recovery/metrics.py's: recovery may not import stream.metrics.
 
 # Every reason series exists from the start at 0, so the first rejection already shows in rate()
 # (a labelled counter that appears at its first increment hides that increment).
