@@ -2,7 +2,7 @@
 /healthz, each from an external load generator on kept-alive connections (issue 22's acceptance).
 
     .venv/bin/python -m benchmarks.bench_api_wrk                  # ~2 min: seed, then 3 x 15 s
-    .venv/bin/python -m benchmarks.bench_api_wrk --profile        # tagtrail up under cProfile
+    .venv/bin/python -m benchmarks.bench_api_wrk --profile --logs DIR  # up under cProfile
 
 `tagtrail up` runs as a process of its own (own data folder, own local broker, own port), with the
 limits per client address and per key lifted (every request comes from this machine, and the
@@ -297,9 +297,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         finally:
             stop(proc)
             if a.profile:
-                prof = up_log.with_suffix(".prof")
-                if prof.exists():
-                    out["profile"] = str(shutil.copy(prof, RESULTS / "bench_api_wrk_up.prof"))
+                out["profile"] = str(up_log.with_suffix(".prof"))
     out["load_1min_at_end"] = round(os.getloadavg()[0], 2)
     out["met"] = {
         name: (
@@ -344,6 +342,8 @@ def main() -> None:
     ap.add_argument("--logs", default="", help="keep up.log and seed.log in this folder")
     ap.add_argument("--out", default=str(RESULTS / "bench_api_wrk.json"))
     a = ap.parse_args()
+    if a.profile and not a.logs:
+        ap.error("--profile needs --logs (where up.prof is kept)")
     out = run(a)
     print(table(out))
     s = out["seed"]
