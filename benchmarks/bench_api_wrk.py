@@ -3,6 +3,7 @@
 
     .venv/bin/python -m benchmarks.bench_api_wrk                  # ~2 min: seed, then 3 x 15 s
     .venv/bin/python -m benchmarks.bench_api_wrk --profile --logs DIR  # up under cProfile
+    .venv/bin/python -m benchmarks.bench_api_wrk --time-store     # + its store calls per route
 
 `tagtrail up` runs as a process of its own (own data folder, own local broker, own port), with the
 limits per client address and per key lifted (every request comes from this machine, and the
@@ -25,6 +26,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -232,6 +234,18 @@ async def prepare(url: str, admin: str, sim: Path, a: argparse.Namespace) -> dic
     }
 
 
+def store_calls(proc: subprocess.Popen[bytes], path: Path) -> dict[str, Any]:
+    """The store calls `up_store_timed` counted since the last ask (and a fresh count)."""
+    path.unlink(missing_ok=True)
+    os.kill(proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("up_store_timed wrote no store_calls.json")
+        time.sleep(0.05)
+    return dict(json.loads(path.read_text()))
+
+
 def seed(env: dict[str, str], sim: Path, a: argparse.Namespace, log: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     cli(
@@ -276,7 +290,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         logs = Path(a.logs) if a.logs else work
         logs.mkdir(parents=True, exist_ok=True)
         up_log = logs / "up.log"
-        proc = spawn(["up"], env, up_log, profile=a.profile)
+        timings = work / "store_calls.json"
+        if a.time_store:  # the same `tagtrail up`, its store calls timed (up_store_timed.py)
+            with up_log.open("wb") as f:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.up_store_timed", str(timings), "up"],
+                    env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+        else:
+            proc = spawn(["up"], env, up_log, profile=a.profile)
         try:
             up = asyncio.run(wait_up(settings, proc, up_log))
             out["seed"] = seed(env, work / "sim", a, logs / "seed.log")
@@ -290,7 +312,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             run_wrk(up.api_url, files["last_seen_police"], **(kw | {"seconds": 2}))
             out["routes"] = {}
             for name in ("healthz", "last_seen_police", "post_thefts"):
+                if a.time_store:
+                    store_calls(proc, timings)  # from here on: this route's calls
                 r = run_wrk(up.api_url, files[name], **kw)
+                if a.time_store:
+                    r["store_calls"] = store_calls(proc, timings)
                 r["command"] = " ".join(wrk_command(up.api_url, files[name], **kw))
                 out["routes"][name] = r
                 print(f"{name}: {r['req_per_s']:.0f} req/s, statuses {r['statuses']}", flush=True)
@@ -339,6 +365,7 @@ def main() -> None:
     ap.add_argument("--bikes", type=int, default=6000, help="bikes registered (theft reports)")
     ap.add_argument("--lookup-tags", type=int, default=20_000, help="tags police look up")
     ap.add_argument("--profile", action="store_true", help="run tagtrail up under cProfile")
+    ap.add_argument("--time-store", action="store_true", help="time up's store calls per route")
     ap.add_argument("--logs", default="", help="keep up.log and seed.log in this folder")
     ap.add_argument("--out", default=str(RESULTS / "bench_api_wrk.json"))
     a = ap.parse_args()
