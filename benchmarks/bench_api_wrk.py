@@ -354,6 +354,26 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def store_notes(out: dict[str, Any]) -> list[str]:
+    """Per route (with --time-store): how busy the one store thread was, and on what."""
+    notes = []
+    for name, r in out["routes"].items():
+        calls = r.get("store_calls")
+        if not calls:
+            continue
+        busy = sum(c["run_s_total"] for c in calls.values())
+        top = sorted(calls.items(), key=lambda kv: -kv[1]["run_s_total"])[:4]
+        what = ", ".join(
+            f"{n.rsplit('.', 1)[-1]} {c['calls']} x {c['run_ms_mean']:.1f} ms" for n, c in top
+        )
+        n = max(sum(int(v) for v in r["statuses"].values()), 1)
+        notes.append(
+            f"{name}: store thread busy {busy:.1f} s of {r.get('duration_s', 0):g} s "
+            f"({busy / n * 1000:.1f} ms per request): {what}"
+        )
+    return notes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=0.05, help="city scale of the simulated day")
@@ -362,7 +382,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
     ap.add_argument("--owners", type=int, default=50)
-    ap.add_argument("--bikes", type=int, default=6000, help="bikes registered (theft reports)")
+    ap.add_argument("--bikes", type=int, default=3000, help="bikes registered (theft reports)")
     ap.add_argument("--lookup-tags", type=int, default=20_000, help="tags police look up")
     ap.add_argument("--profile", action="store_true", help="run tagtrail up under cProfile")
     ap.add_argument("--time-store", action="store_true", help="time up's store calls per route")
@@ -373,6 +393,8 @@ def main() -> None:
         ap.error("--profile needs --logs (where up.prof is kept)")
     out = run(a)
     print(table(out))
+    for note in store_notes(out):
+        print(note)
     s = out["seed"]
     print(
         f"store: {s['reads']:,} reads replayed ({s['passages']:,} passages, scale {s['scale']}); "

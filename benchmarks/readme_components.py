@@ -128,24 +128,30 @@ def _store(d: dict[str, Any]) -> list[Row]:
     ]
 
 
-API_ROUTES = (
-    ("post_thefts", "POST /v1/thefts"),
-    ("get_last_seen_police", "GET last-seen (police)"),
+API_WRK_ROUTES = (
+    ("last_seen_police", "police last-seen"),
+    ("post_thefts", "theft reports with back-search"),
+    ("healthz", "/healthz"),
 )
 
 
-def _api(d: dict[str, Any]) -> list[Row]:
+def _api_wrk(d: dict[str, Any]) -> list[Row]:
     parts = []
-    for run in d["runs"]:
-        c = run["concurrency"]
-        for route, label in API_ROUTES:
-            r = run[route]
-            parts.append(f"{label} x{c}: {r['req_per_s']:.1f} req/s, p99 {r['p99_ms']:.0f} ms")
+    for route, label in API_WRK_ROUTES:
+        r = d["routes"][route]
+        fig = f"{label} {r['req_per_s']:,.0f} req/s, p50/p99 {r['p50_ms']:.1f}/{r['p99_ms']:.0f} ms"
+        t = d["targets"].get(route)
+        if t is not None:
+            met = "met" if d["met"][route] else "missed"
+            fig += f" (target >= {t['req_per_s']:,.0f}, p99 <= {t['p99_ms']:.0f}: {met})"
+        parts.append(fig)
+    load = f" (load {d['load_1min_at_start']:.1f} at start)"
     return [
         (
-            f"recovery API, store with {d['sightings'] / 1e6:.0f} M sightings",
-            "; ".join(parts),
-            "`python -m benchmarks.bench_api`",
+            f"recovery API under wrk, {d['connections']} kept-alive connections, idle pipeline "
+            f"after a replayed day of {d['seed']['reads'] / 1e6:.1f} M reads",
+            "; ".join(parts) + load,
+            "`python -m benchmarks.bench_api_wrk`",
         )
     ]
 
@@ -166,14 +172,36 @@ def _kafka_peer(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _faust_burst(d: dict[str, Any]) -> list[Row]:
+    m = d["median"]
+    g = m["getmany"]
+    paths = "; ".join(
+        f"Faust agent, {p.removeprefix('faust_')} settings: {r['handover_us_per_msg']:.0f} us/msg "
+        f"(first to last {r['first_to_last_ms']:.0f} ms, {len(r['batches_median_run'])} takes)"
+        for p, r in m.items()
+        if p != "getmany"
+    )
+    return [
+        (
+            f"a burst of {d['messages']:,} gateway messages ({d['reads']:,} reads) handed to the "
+            f"consumer, median of {d['reps']}",
+            f"aiokafka getmany {g['handover_us_per_msg']:.0f} us/msg in "
+            f"{len(g['batches_median_run'])} call(s); {paths} "
+            f"(load {d['load_avg_at_start'][0]:.1f} at start)",
+            "`python -m benchmarks.bench_faust_burst`",
+        )
+    ]
+
+
 SOURCES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "peer_kafka_engine": _kafka_peer,
     "bench_geoindex": _geoindex,
     "bench_sessionize": _sessionize,
     "bench_wire": _wire,
+    "bench_faust_burst": _faust_burst,
     "bench_simulator": _simulator,
     "bench_store": _store,
-    "bench_api": _api,
+    "bench_api_wrk": _api_wrk,
 }
 
 
