@@ -172,12 +172,16 @@ def _kafka_peer(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _count(batches: list[int], what: str) -> str:
+    return f"{len(batches)} {what}{'' if len(batches) == 1 else 's'}"
+
+
 def _faust_burst(d: dict[str, Any]) -> list[Row]:
     m = d["median"]
     g = m["getmany"]
     paths = "; ".join(
         f"Faust agent, {p.removeprefix('faust_')} settings: {r['handover_us_per_msg']:.0f} us/msg "
-        f"(first to last {r['first_to_last_ms']:.0f} ms, {len(r['batches_median_run'])} takes)"
+        f"(first to last {r['first_to_last_ms']:.0f} ms, {_count(r['batches_median_run'], 'take')})"
         for p, r in m.items()
         if p != "getmany"
     )
@@ -185,8 +189,8 @@ def _faust_burst(d: dict[str, Any]) -> list[Row]:
         (
             f"a burst of {d['messages']:,} gateway messages ({d['reads']:,} reads) handed to the "
             f"consumer, median of {d['reps']}",
-            f"aiokafka getmany {g['handover_us_per_msg']:.0f} us/msg in "
-            f"{len(g['batches_median_run'])} call(s); {paths} "
+            f"aiokafka getmany {g['handover_us_per_msg']:.0f} us/msg, "
+            f"{_count(g['batches_median_run'], 'call')}; {paths} "
             f"(load {d['load_avg_at_start'][0]:.1f} at start)",
             "`python -m benchmarks.bench_faust_burst`",
         )
