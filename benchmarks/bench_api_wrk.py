@@ -1,7 +1,7 @@
 """Recovery API under wrk: police last-seen, owners' theft reports (with their back-search) and
 /healthz, each from an external load generator on kept-alive connections (issue 22's acceptance).
 
-    .venv/bin/python -m benchmarks.bench_api_wrk                  # ~2 min: seed, then 3 x 15 s
+    .venv/bin/python -m benchmarks.bench_api_wrk                  # ~3 min: seed, bikes, 3 x 15 s
     .venv/bin/python -m benchmarks.bench_api_wrk --profile --logs DIR  # up under cProfile
     .venv/bin/python -m benchmarks.bench_api_wrk --time-store     # + its store calls per route
 
@@ -274,6 +274,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("wrk is not installed (deploy/apt-packages.txt lists it)")
     out: dict[str, Any] = {
         "command": "python -m benchmarks.bench_api_wrk " + " ".join(sys.argv[1:]),
+        "args": {k: v for k, v in vars(a).items() if k not in ("logs", "out")},
         "load_1min_at_start": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "targets": TARGETS,
@@ -307,6 +308,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             files = prep.pop("files")
             out["prepare"] = prep
             print(f"prepared: {prep}", flush=True)
+            # The replay's work (merges, the broker) winds down before anything is measured.
+            time.sleep(a.settle_s)
+            out["load_1min_after_settle"] = round(os.getloadavg()[0], 2)
             kw = {"seconds": a.seconds, "connections": a.connections, "threads": a.threads}
             # Warm-up (discarded): first queries, connection set-up, code paths.
             run_wrk(up.api_url, files["last_seen_police"], **(kw | {"seconds": 2}))
@@ -376,9 +380,10 @@ def store_notes(out: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=0.05, help="city scale of the simulated day")
+    ap.add_argument("--scale", type=float, default=0.02, help="city scale of the simulated day")
     ap.add_argument("--duration-s", type=float, default=86_400, help="simulated seconds")
     ap.add_argument("--seconds", type=float, default=15, help="wrk duration per route")
+    ap.add_argument("--settle-s", type=float, default=30, help="idle wait before measuring")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
     ap.add_argument("--owners", type=int, default=50)
