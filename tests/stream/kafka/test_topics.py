@@ -92,7 +92,11 @@ def test_partition_lag_names_where_a_group_stands(
             await prod.stop()
         group = "partial-" + s.consumer_group
         # The group has committed the first of partition 1's three messages.
-        cons = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        # No auto-commit: stopping would otherwise commit the consumer's position (the end,
+        # once it resolved it) over the offset this test commits.
+        cons = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
         await cons.start()
         try:
             cons.assign([TopicPartition(s.topic_sightings, 1)])
